@@ -1,0 +1,311 @@
+//! Loading configuration: the gateway's own TOML file, the provider catalogs and the
+//! policy files it points at. Every problem is collected with its location, so
+//! `switchyard check` can list them all and `serve` refuses to start on any.
+
+mod diagnostics;
+pub mod interpolate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use diagnostics::{Problem, Problems};
+pub use interpolate::EnvString;
+
+use crate::providers::catalog::{self, ProviderSpec};
+
+/// Where `serve` and `check` look when no `--config` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "config/dev.toml";
+
+/// Compiled-in copies of the development config and provider catalogs, used when the
+/// default config path does not exist (a bare binary, `cargo install`).
+const BUILTIN_CONFIG: &str = include_str!("../../config/dev.toml");
+const BUILTIN_PROVIDERS: &[(&str, &str)] = &[
+    (
+        "deepseek.toml",
+        include_str!("../../providers/deepseek.toml"),
+    ),
+    ("groq.toml", include_str!("../../providers/groq.toml")),
+    ("ollama.toml", include_str!("../../providers/ollama.toml")),
+    ("openai.toml", include_str!("../../providers/openai.toml")),
+];
+const BUILTIN_ORIGIN: &str = "<built-in>";
+
+/// The gateway's settings, from `config/*.toml`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file these settings came from, or `<built-in>`.
+    pub origin: String,
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub upstream: UpstreamTimeouts,
+    pub log: LogConfig,
+}
+
+/// Default timeouts for every upstream call; a provider file may override them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    pub connect: Duration,
+    /// Whole non-streaming call; for a stream, until the response headers.
+    pub request: Duration,
+    /// Longest silence allowed between two chunks of a stream.
+    pub stream_idle: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive such as `info` or `switchyard=debug`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+/// A data file read for the gateway: its display path and text.
+#[derive(Debug, Clone)]
+pub struct DataFile {
+    pub path: String,
+    pub text: String,
+}
+
+/// Everything loaded and validated, ready to build a gateway from.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub providers: Vec<ProviderSpec>,
+    pub policies: Vec<DataFile>,
+}
+
+/// Loads `path` (or the default config, falling back to the built-in copy) and every
+/// provider and policy file it names. Returns every problem found, not just the first.
+pub fn load(path: Option<&Path>) -> Result<Loaded, Problems> {
+    let mut problems = Vec::new();
+    let (config_file, base_dir) = match path {
+        Some(path) => match read(path) {
+            Ok(file) => (file, path.parent().map(Path::to_path_buf)),
+            Err(problem) => return Err(Problems(vec![problem])),
+        },
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+            match read(Path::new(DEFAULT_CONFIG_PATH)) {
+                Ok(file) => (file, Some(PathBuf::from("config"))),
+                Err(problem) => return Err(Problems(vec![problem])),
+            }
+        }
+        None => (
+            DataFile {
+                path: format!("{BUILTIN_ORIGIN}/config/dev.toml"),
+                text: BUILTIN_CONFIG.into(),
+            },
+            None,
+        ),
+    };
+
+    let file: ConfigFile = match toml::from_str(&config_file.text) {
+        Ok(file) => file,
+        Err(error) => {
+            return Err(Problems(vec![Problem::from_toml(
+                &config_file.path,
+                &config_file.text,
+                &error,
+            )]));
+        }
+    };
+    let config = match file.validate(&config_file) {
+        Ok(config) => config,
+        Err(problem) => return Err(Problems(vec![problem])),
+    };
+
+    let (provider_files, policy_files) = match &base_dir {
+        Some(base) => (
+            read_dir_toml(&base.join(&*file.paths.providers), &mut problems),
+            read_dir_toml(&base.join(&*file.paths.policies), &mut problems),
+        ),
+        None => (
+            BUILTIN_PROVIDERS
+                .iter()
+                .map(|(name, text)| DataFile {
+                    path: format!("{BUILTIN_ORIGIN}/providers/{name}"),
+                    text: (*text).into(),
+                })
+                .collect(),
+            Vec::new(),
+        ),
+    };
+
+    let providers = catalog::parse_all(&provider_files, config.upstream, &mut problems);
+    for policy in &policy_files {
+        // Policy semantics arrive with routing; until then a policy file must at least parse.
+        if let Err(error) = toml::from_str::<toml::Table>(&policy.text) {
+            problems.push(Problem::from_toml(&policy.path, &policy.text, &error));
+        }
+    }
+
+    if problems.is_empty() {
+        Ok(Loaded {
+            config,
+            providers,
+            policies: policy_files,
+        })
+    } else {
+        Err(Problems(problems))
+    }
+}
+
+fn read(path: &Path) -> Result<DataFile, Problem> {
+    let display = path.display().to_string();
+    std::fs::read_to_string(path)
+        .map(|text| DataFile {
+            path: display.clone(),
+            text,
+        })
+        .map_err(|error| Problem::in_file(&display, format!("cannot read file: {error}")))
+}
+
+/// Every `*.toml` directly in `dir`, sorted by name so load order is stable.
+fn read_dir_toml(dir: &Path, problems: &mut Vec<Problem>) -> Vec<DataFile> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) => {
+            problems.push(Problem::in_file(
+                &dir.display().to_string(),
+                format!("cannot read directory: {error}"),
+            ));
+            return Vec::new();
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.is_file() && path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .filter_map(|path| read(path).map_err(|problem| problems.push(problem)).ok())
+        .collect()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    paths: PathsSection,
+    #[serde(default)]
+    upstream: UpstreamSection,
+    #[serde(default)]
+    log: LogSection,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ServerSection {
+    listen: Spanned<EnvString>,
+    max_body_bytes: usize,
+    shutdown_grace_secs: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: Spanned::new(0..0, EnvString::from("127.0.0.1:8080".to_owned())),
+            max_body_bytes: 10 * 1024 * 1024,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct PathsSection {
+    /// Relative to the config file's directory.
+    providers: EnvString,
+    policies: EnvString,
+}
+
+impl Default for PathsSection {
+    fn default() -> Self {
+        PathsSection {
+            providers: EnvString::from("../providers".to_owned()),
+            policies: EnvString::from("../policies".to_owned()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct UpstreamSection {
+    connect_timeout_ms: u64,
+    request_timeout_ms: u64,
+    stream_idle_timeout_ms: u64,
+}
+
+impl Default for UpstreamSection {
+    fn default() -> Self {
+        UpstreamSection {
+            connect_timeout_ms: 5_000,
+            request_timeout_ms: 600_000,
+            stream_idle_timeout_ms: 300_000,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LogSection {
+    format: LogFormat,
+    level: EnvString,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            format: LogFormat::Human,
+            level: EnvString::from("info".to_owned()),
+        }
+    }
+}
+
+impl ConfigFile {
+    fn validate(&self, file: &DataFile) -> Result<Config, Problem> {
+        let listen_span = self.server.listen.span();
+        let listen = self
+            .server
+            .listen
+            .get_ref()
+            .parse::<SocketAddr>()
+            .map_err(|error| {
+                Problem::at_span(
+                    &file.path,
+                    &file.text,
+                    Some(listen_span),
+                    format!("`listen` must be an address like 127.0.0.1:8080: {error}"),
+                )
+            })?;
+        let upstream = &self.upstream;
+        Ok(Config {
+            origin: file.path.clone(),
+            listen,
+            max_body_bytes: self.server.max_body_bytes,
+            shutdown_grace: Duration::from_secs(self.server.shutdown_grace_secs),
+            upstream: UpstreamTimeouts {
+                connect: Duration::from_millis(upstream.connect_timeout_ms),
+                request: Duration::from_millis(upstream.request_timeout_ms),
+                stream_idle: Duration::from_millis(upstream.stream_idle_timeout_ms),
+            },
+            log: LogConfig {
+                format: self.log.format,
+                level: self.log.level.to_string(),
+            },
+        })
+    }
+}

@@ -1,0 +1,92 @@
+//! Running the HTTP server: bind, serve, and drain on SIGTERM / Ctrl-C.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api;
+use crate::gateway::Gateway;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "refusing to listen on {0} without SWITCHYARD_MASTER_KEY: anyone who can reach this address could spend your provider keys. Set SWITCHYARD_MASTER_KEY, or listen on 127.0.0.1"
+    )]
+    Unprotected(SocketAddr),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves until SIGTERM or Ctrl-C, then stops accepting and lets in-flight requests
+/// finish for up to the configured grace period.
+pub async fn serve(gateway: Arc<Gateway>, listen: SocketAddr) -> Result<(), ServeError> {
+    if gateway.master_key.is_none() && !listen.ip().is_loopback() {
+        return Err(ServeError::Unprotected(listen));
+    }
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let local = listener.local_addr()?;
+    let available: Vec<&str> = gateway
+        .registry
+        .iter()
+        .filter(|p| p.is_available())
+        .map(|p| p.id())
+        .collect();
+    tracing::info!(config = %gateway.config.origin, providers = ?available, "switchyard listening on http://{local}");
+    if gateway.master_key.is_none() {
+        tracing::warn!(
+            "SWITCHYARD_MASTER_KEY is not set: requests are not authenticated (loopback only)"
+        );
+    }
+
+    let (stopping_tx, mut stopping_rx) = watch::channel(false);
+    let grace = gateway.config.shutdown_grace;
+    let server = axum::serve(listener, api::router(gateway)).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!(
+            "shutting down: no new connections; draining in-flight requests for up to {grace:?}"
+        );
+        let _ = stopping_tx.send(true);
+    });
+    let grace_expired = async move {
+        let _ = stopping_rx.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result?,
+        () = grace_expired => tracing::warn!("grace period over; closing the remaining connections"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
