@@ -46,19 +46,12 @@ pub enum AuthError {
 }
 
 /// Checks an `Authorization` header value against the master key.
-pub fn authenticate(
-    master: Option<&MasterKey>,
-    authorization: Option<&str>,
-) -> Result<Principal, AuthError> {
+pub fn authenticate(master: Option<&MasterKey>, authorization: Option<&str>) -> Result<Principal, AuthError> {
     let Some(master) = master else {
         return Ok(Principal::Open);
     };
     let token = bearer_token(authorization.ok_or(AuthError::Missing)?).ok_or(AuthError::Missing)?;
-    if master.matches(token) {
-        Ok(Principal::Master)
-    } else {
-        Err(AuthError::Invalid)
-    }
+    if master.matches(token) { Ok(Principal::Master) } else { Err(AuthError::Invalid) }
 }
 
 /// The token of `Bearer <token>` (scheme case-insensitive).
@@ -83,22 +76,10 @@ mod tests {
     #[test]
     fn master_key_is_required_when_set() {
         let key = MasterKey("sk-master".into());
-        assert_eq!(
-            authenticate(Some(&key), Some("Bearer sk-master")),
-            Ok(Principal::Master)
-        );
-        assert_eq!(
-            authenticate(Some(&key), Some("bearer  sk-master ")),
-            Ok(Principal::Master)
-        );
-        assert_eq!(
-            authenticate(Some(&key), Some("Bearer sk-other")),
-            Err(AuthError::Invalid)
-        );
-        assert_eq!(
-            authenticate(Some(&key), Some("Basic abc")),
-            Err(AuthError::Missing)
-        );
+        assert_eq!(authenticate(Some(&key), Some("Bearer sk-master")), Ok(Principal::Master));
+        assert_eq!(authenticate(Some(&key), Some("bearer  sk-master ")), Ok(Principal::Master));
+        assert_eq!(authenticate(Some(&key), Some("Bearer sk-other")), Err(AuthError::Invalid));
+        assert_eq!(authenticate(Some(&key), Some("Basic abc")), Err(AuthError::Missing));
         assert_eq!(authenticate(Some(&key), None), Err(AuthError::Missing));
         assert_eq!(authenticate(None, None), Ok(Principal::Open));
     }

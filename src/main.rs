@@ -64,22 +64,14 @@ fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
         Ok(loaded) => loaded,
         Err(problems) => {
             eprintln!("{problems}");
-            eprintln!(
-                "switchyard: not starting: the configuration has {} problem(s)",
-                problems.0.len()
-            );
+            eprintln!("switchyard: not starting: the configuration has {} problem(s)", problems.0.len());
             return ExitCode::FAILURE;
         }
     };
     switchyard::telemetry::init(&loaded.config.log);
-    // One process-wide TLS crypto provider for every upstream client.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let listen = listen.unwrap_or(loaded.config.listen);
     let gateway = Arc::new(Gateway::new(loaded, MasterKey::from_env()));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("switchyard: cannot start the async runtime: {error}");
@@ -113,16 +105,11 @@ fn check(config_path: Option<PathBuf>) -> ExitCode {
                 loaded.policies.len()
             );
             for provider in &loaded.providers {
-                if let config_key @ switchyard::providers::catalog::ApiKey::Missing { .. } =
-                    &provider.api_key
-                {
+                if let config_key @ switchyard::providers::catalog::ApiKey::Missing { .. } = &provider.api_key {
                     let switchyard::providers::catalog::ApiKey::Missing { env } = config_key else {
                         continue;
                     };
-                    println!(
-                        "  {}: unavailable until {env} is set ({})",
-                        provider.id, provider.source
-                    );
+                    println!("  {}: unavailable until {env} is set ({})", provider.id, provider.source);
                 }
             }
             ExitCode::SUCCESS

@@ -52,11 +52,7 @@ pub enum ChatOutput {
 pub type FrameStream = Pin<Box<dyn Stream<Item = Result<Bytes, ProviderError>> + Send>>;
 
 /// `POST /v1/chat/completions`
-pub async fn chat(
-    gateway: &Gateway,
-    context: &RequestContext,
-    body: &[u8],
-) -> Result<ChatOutput, PipelineError> {
+pub async fn chat(gateway: &Gateway, context: &RequestContext, body: &[u8]) -> Result<ChatOutput, PipelineError> {
     let principal = authenticate(gateway, context)?;
     let request = parse::chat_request(body)?;
     admit(gateway, &principal)?;
@@ -64,13 +60,7 @@ pub async fn chat(
     let request = enrich(request, &plan);
     let started = Instant::now();
     let (target, reply) = dispatch_chat(&plan, request).await?;
-    let mut record = Settlement {
-        request_id: context.request_id.clone(),
-        target,
-        started,
-        usage: None,
-        outcome: None,
-    };
+    let mut record = Settlement { request_id: context.request_id.clone(), target, started, usage: None, outcome: None };
     Ok(match reply {
         ChatReply::Complete { body, usage } => {
             record.usage = usage;
@@ -83,11 +73,7 @@ pub async fn chat(
 }
 
 /// `POST /v1/embeddings`
-pub async fn embeddings(
-    gateway: &Gateway,
-    context: &RequestContext,
-    body: &[u8],
-) -> Result<Bytes, PipelineError> {
+pub async fn embeddings(gateway: &Gateway, context: &RequestContext, body: &[u8]) -> Result<Bytes, PipelineError> {
     let principal = authenticate(gateway, context)?;
     let request = parse::embeddings_request(body)?;
     admit(gateway, &principal)?;
@@ -107,10 +93,7 @@ pub async fn embeddings(
 
 /// Phase 1: the caller behind the request's bearer key.
 pub fn authenticate(gateway: &Gateway, context: &RequestContext) -> Result<Principal, AuthError> {
-    auth::authenticate(
-        gateway.master_key.as_ref(),
-        context.authorization.as_deref(),
-    )
+    auth::authenticate(gateway.master_key.as_ref(), context.authorization.as_deref())
 }
 
 /// Phase 2: rate limits and quota reservation. Every caller is admitted until limits exist.
@@ -126,10 +109,7 @@ fn enrich(request: ChatCompletionRequest, _plan: &Plan) -> ChatCompletionRequest
 
 /// Phase 5: the attempts of the plan in order; the first answer wins. Only failures that
 /// say nothing about the request (unreachable, timed out) move on to the next attempt.
-async fn dispatch_chat(
-    plan: &Plan,
-    request: ChatCompletionRequest,
-) -> Result<(Target, ChatReply), ProviderError> {
+async fn dispatch_chat(plan: &Plan, request: ChatCompletionRequest) -> Result<(Target, ChatReply), ProviderError> {
     let mut last_error = None;
     for target in &plan.attempts {
         let Ok(adapter) = target.provider.adapter() else {
@@ -171,10 +151,7 @@ async fn dispatch_embeddings(
 }
 
 fn no_attempt() -> ProviderError {
-    ProviderError::Unreachable {
-        provider: "none".into(),
-        cause: "the plan has no usable target".into(),
-    }
+    ProviderError::Unreachable { provider: "none".into(), cause: "the plan has no usable target".into() }
 }
 
 /// How a request ended, for settlement.
@@ -201,10 +178,7 @@ impl Settlement {
     fn settle(self) {}
 
     fn record(&self) {
-        let (input, output) = self
-            .usage
-            .as_ref()
-            .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+        let (input, output) = self.usage.as_ref().map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
         let cost_usd = self.target.spec().map(|spec| spec.cost_usd(input, output));
         let outcome = match &self.outcome {
             Some(Outcome::Completed) => "completed",

@@ -16,10 +16,7 @@ pub enum ServeError {
     )]
     Unprotected(SocketAddr),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -30,33 +27,20 @@ pub async fn serve(gateway: Arc<Gateway>, listen: SocketAddr) -> Result<(), Serv
     if gateway.master_key.is_none() && !listen.ip().is_loopback() {
         return Err(ServeError::Unprotected(listen));
     }
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: listen,
-            source,
-        })?;
+    let shutdown = shutdown_signal()?;
+    let listener = TcpListener::bind(listen).await.map_err(|source| ServeError::Bind { addr: listen, source })?;
     let local = listener.local_addr()?;
-    let available: Vec<&str> = gateway
-        .registry
-        .iter()
-        .filter(|p| p.is_available())
-        .map(|p| p.id())
-        .collect();
+    let available: Vec<&str> = gateway.registry.iter().filter(|p| p.is_available()).map(|p| p.id()).collect();
     tracing::info!(config = %gateway.config.origin, providers = ?available, "switchyard listening on http://{local}");
     if gateway.master_key.is_none() {
-        tracing::warn!(
-            "SWITCHYARD_MASTER_KEY is not set: requests are not authenticated (loopback only)"
-        );
+        tracing::warn!("SWITCHYARD_MASTER_KEY is not set: requests are not authenticated (loopback only)");
     }
 
     let (stopping_tx, mut stopping_rx) = watch::channel(false);
     let grace = gateway.config.shutdown_grace;
     let server = axum::serve(listener, api::router(gateway)).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        tracing::info!(
-            "shutting down: no new connections; draining in-flight requests for up to {grace:?}"
-        );
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; draining in-flight requests for up to {grace:?}");
         let _ = stopping_tx.send(true);
     });
     let grace_expired = async move {
@@ -70,23 +54,25 @@ pub async fn serve(gateway: Arc<Gateway>, listen: SocketAddr) -> Result<(), Serv
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or Ctrl-C. The handlers are registered when this is called, not
+/// when the future is first polled, so a signal during start-up is not lost.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
             }
-            Err(_) => std::future::pending().await,
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

@@ -27,11 +27,7 @@ impl ApiError {
         param: Option<&str>,
         message: impl Into<String>,
     ) -> Self {
-        ApiError {
-            status,
-            body: ErrorEnvelope::new(message, kind, param, code),
-            headers: Vec::new(),
-        }
+        ApiError { status, body: ErrorEnvelope::new(message, kind, param, code), headers: Vec::new() }
     }
 
     fn with_header(mut self, name: &'static str, value: &str) -> Self {
@@ -72,13 +68,7 @@ impl ApiError {
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            None,
-            None,
-            message,
-        )
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None, None, message)
     }
 
     /// A body that could not be read: too large (413) or cut off.
@@ -93,13 +83,7 @@ impl ApiError {
                 format!("the request body is larger than the gateway's limit of {limit} bytes"),
             );
         }
-        ApiError::new(
-            status,
-            "invalid_request_error",
-            None,
-            None,
-            format!("cannot read the request body: {rejection}"),
-        )
+        ApiError::new(status, "invalid_request_error", None, None, format!("cannot read the request body: {rejection}"))
     }
 }
 
@@ -158,14 +142,10 @@ fn routing_error(error: RoutingError) -> ApiError {
             message,
         ),
         // A configuration gap, not a passing fault: retrying will not help.
-        RoutingError::ProviderUnavailable { .. } => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server_error",
-            Some("provider_unavailable"),
-            None,
-            message,
-        )
-        .with_header("x-should-retry", "false"),
+        RoutingError::ProviderUnavailable { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("provider_unavailable"), None, message)
+                .with_header("x-should-retry", "false")
+        }
     }
 }
 
@@ -173,50 +153,25 @@ fn routing_error(error: RoutingError) -> ApiError {
 pub fn provider_error(error: ProviderError) -> ApiError {
     let message = error.to_string();
     match error {
-        ProviderError::Unreachable { .. } => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "server_error",
-            Some("upstream_unreachable"),
-            None,
-            message,
-        ),
-        ProviderError::Timeout { .. } => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "server_error",
-            Some("upstream_timeout"),
-            None,
-            message,
-        ),
+        ProviderError::Unreachable { .. } => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "server_error", Some("upstream_unreachable"), None, message)
+        }
+        ProviderError::Timeout { .. } => {
+            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "server_error", Some("upstream_timeout"), None, message)
+        }
         // The provider refused the gateway's own key: the client's key was fine, so
         // passing 401 through would mislead it.
-        ProviderError::Status {
-            provider,
-            status: status @ (401 | 403),
-            body,
-            ..
-        } => ApiError::new(
+        ProviderError::Status { provider, status: status @ (401 | 403), body, .. } => ApiError::new(
             StatusCode::BAD_GATEWAY,
             "server_error",
             Some("upstream_auth_failed"),
             None,
-            format!(
-                "provider {provider} rejected the gateway's credentials (HTTP {status}): {}",
-                body.error.message
-            ),
+            format!("provider {provider} rejected the gateway's credentials (HTTP {status}): {}", body.error.message),
         ),
         // Everything else passes through as the provider said it, Retry-After included.
-        ProviderError::Status {
-            status,
-            body,
-            retry_after,
-            ..
-        } => {
+        ProviderError::Status { status, body, retry_after, .. } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-            let mut error = ApiError {
-                status,
-                body,
-                headers: Vec::new(),
-            };
+            let mut error = ApiError { status, body: *body, headers: Vec::new() };
             if let Some(retry) = retry_after {
                 if let Some(seconds) = retry.seconds {
                     error = error.with_header("retry-after", &seconds);
@@ -227,25 +182,15 @@ pub fn provider_error(error: ProviderError) -> ApiError {
             }
             error
         }
-        ProviderError::MidStream { body, .. } => ApiError {
-            status: StatusCode::BAD_GATEWAY,
-            body,
-            headers: Vec::new(),
-        },
-        ProviderError::InvalidResponse { .. } => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "server_error",
-            Some("upstream_invalid_response"),
-            None,
-            message,
-        ),
-        ProviderError::Interrupted { .. } => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "server_error",
-            Some("upstream_interrupted"),
-            None,
-            message,
-        ),
+        ProviderError::MidStream { body, .. } => {
+            ApiError { status: StatusCode::BAD_GATEWAY, body: *body, headers: Vec::new() }
+        }
+        ProviderError::InvalidResponse { .. } => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "server_error", Some("upstream_invalid_response"), None, message)
+        }
+        ProviderError::Interrupted { .. } => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "server_error", Some("upstream_interrupted"), None, message)
+        }
         ProviderError::Unsupported { param, .. } => ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
@@ -259,7 +204,7 @@ pub fn provider_error(error: ProviderError) -> ApiError {
 /// The SSE event that ends a stream that failed after its first byte.
 pub fn stream_error_frame(error: ProviderError) -> Bytes {
     let body = match error {
-        ProviderError::MidStream { body, .. } => body,
+        ProviderError::MidStream { body, .. } => *body,
         other => provider_error(other).body,
     };
     crate::providers::openai::sse_frame(&body.to_json())
@@ -267,15 +212,9 @@ pub fn stream_error_frame(error: ProviderError) -> Bytes {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            self.body.to_json(),
-        )
-            .into_response();
+        let mut response =
+            (self.status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], self.body.to_json())
+                .into_response();
         response.headers_mut().extend(self.headers);
         response
     }

@@ -37,12 +37,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 
 /// A bug must cost one request a 500, never the connection without an answer.
 async fn catch_panic(request: Request, next: Next) -> Response {
-    match std::panic::AssertUnwindSafe(next.run(request))
-        .catch_unwind()
-        .await
-    {
+    match std::panic::AssertUnwindSafe(next.run(request)).catch_unwind().await {
         Ok(response) => response,
-        Err(_) => ApiError::internal("the gateway hit an internal error; it has been logged")
-            .into_response(),
+        Err(_) => ApiError::internal("the gateway hit an internal error; it has been logged").into_response(),
     }
 }

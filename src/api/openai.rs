@@ -26,8 +26,7 @@ pub async fn chat_completions(
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
-            return ApiError::from_body_rejection(rejection, gateway.config.max_body_bytes)
-                .into_response();
+            return ApiError::from_body_rejection(rejection, gateway.config.max_body_bytes).into_response();
         }
     };
     let context = context(request_id, &headers);
@@ -47,8 +46,7 @@ pub async fn embeddings(
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
-            return ApiError::from_body_rejection(rejection, gateway.config.max_body_bytes)
-                .into_response();
+            return ApiError::from_body_rejection(rejection, gateway.config.max_body_bytes).into_response();
         }
     };
     let context = context(request_id, &headers);
@@ -66,11 +64,7 @@ pub async fn list_models(
     if let Err(error) = pipeline::authenticate(&gateway, &context(request_id, &headers)) {
         return ApiError::from(error).into_response();
     }
-    Json(ModelList {
-        object: "list".into(),
-        data: available_models(&gateway).collect(),
-    })
-    .into_response()
+    Json(ModelList { object: "list".into(), data: available_models(&gateway).collect() }).into_response()
 }
 
 pub async fn get_model(
@@ -82,9 +76,8 @@ pub async fn get_model(
     if let Err(error) = pipeline::authenticate(&gateway, &context(request_id, &headers)) {
         return ApiError::from(error).into_response();
     }
-    let bare_matches: Vec<Model> = available_models(&gateway)
-        .filter(|m| m.id.split_once('/').is_some_and(|(_, model)| model == id))
-        .collect();
+    let bare_matches: Vec<Model> =
+        available_models(&gateway).filter(|m| m.id.split_once('/').is_some_and(|(_, model)| model == id)).collect();
     match available_models(&gateway).find(|m| m.id == id) {
         Some(model) => Json(model).into_response(),
         None if bare_matches.len() == 1 => Json(bare_matches.into_iter().next()).into_response(),
@@ -94,40 +87,24 @@ pub async fn get_model(
 
 /// Every model of every usable provider, as `provider/model`.
 fn available_models(gateway: &Gateway) -> impl Iterator<Item = Model> + '_ {
-    gateway
-        .registry
-        .iter()
-        .filter(|p| p.is_available())
-        .flat_map(move |provider| {
-            provider.spec.models.iter().map(move |model| {
-                Model::new(
-                    format!("{}/{}", provider.id(), model.id),
-                    gateway.started_at,
-                    provider.id(),
-                )
-            })
-        })
+    gateway.registry.iter().filter(|p| p.is_available()).flat_map(move |provider| {
+        provider
+            .spec
+            .models
+            .iter()
+            .map(move |model| Model::new(format!("{}/{}", provider.id(), model.id), gateway.started_at, provider.id()))
+    })
 }
 
 fn context(request_id: String, headers: &HeaderMap) -> RequestContext {
     RequestContext {
         request_id,
-        authorization: headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        authorization: headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned),
     }
 }
 
 fn json(body: Bytes) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
 /// SSE: each frame as it arrives, `data: [DONE]` after a complete stream, or one error
@@ -144,15 +121,9 @@ fn event_stream(frames: FrameStream) -> Response {
     });
     (
         [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            ),
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-            (
-                header::HeaderName::from_static("x-accel-buffering"),
-                HeaderValue::from_static("no"),
-            ),
+            (header::HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no")),
         ],
         Body::from_stream(body),
     )

@@ -15,33 +15,18 @@ pub struct Problem {
 
 impl Problem {
     /// A problem at a byte range of `text` (1-based line and column, columns in characters).
-    pub fn at_span(
-        file: &str,
-        text: &str,
-        span: Option<Range<usize>>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn at_span(file: &str, text: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
         let offset = span.map_or(0, |s| s.start.min(text.len()));
         let before = text.get(..offset).unwrap_or(text);
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let column = before[line_start..].chars().count() + 1;
-        Problem {
-            file: file.to_owned(),
-            line,
-            column,
-            message: message.into(),
-        }
+        Problem { file: file.to_owned(), line, column, message: message.into() }
     }
 
     /// A problem with a whole file (unreadable, missing).
     pub fn in_file(file: &str, message: impl Into<String>) -> Self {
-        Problem {
-            file: file.to_owned(),
-            line: 1,
-            column: 1,
-            message: message.into(),
-        }
+        Problem { file: file.to_owned(), line: 1, column: 1, message: message.into() }
     }
 
     pub fn from_toml(file: &str, text: &str, error: &toml::de::Error) -> Self {
@@ -51,11 +36,7 @@ impl Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file, self.line, self.column, self.message
-        )
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
     }
 }
 

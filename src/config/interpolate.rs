@@ -25,18 +25,13 @@ pub fn expand(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Str
             rest = after;
             continue;
         };
-        let end = body
-            .find('}')
-            .ok_or_else(|| format!("unclosed `${{` in {text:?}"))?;
+        let end = body.find('}').ok_or_else(|| format!("unclosed `${{` in {text:?}"))?;
         let (name, default) = match body[..end].split_once(":-") {
             Some((name, default)) => (name, Some(default)),
             None => (&body[..end], None),
         };
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!(
-                "`${{{}}}` is not a valid variable reference",
-                &body[..end]
-            ));
+            return Err(format!("`${{{}}}` is not a valid variable reference", &body[..end]));
         }
         match (lookup(name).filter(|v| !v.is_empty()), default) {
             (Some(value), _) => out.push_str(&value),
@@ -79,9 +74,14 @@ impl fmt::Debug for EnvString {
 impl<'de> Deserialize<'de> for EnvString {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(deserializer)?;
-        expand(&raw, |name| std::env::var(name).ok())
-            .map(EnvString)
-            .map_err(serde::de::Error::custom)
+        expand(&raw, |name| std::env::var(name).ok()).map(EnvString).map_err(serde::de::Error::custom)
+    }
+}
+
+impl From<String> for EnvString {
+    /// Wraps an already-expanded string (defaults written in code).
+    fn from(value: String) -> Self {
+        EnvString(value)
     }
 }
 
@@ -99,37 +99,17 @@ mod tests {
 
     #[test]
     fn expands_set_unset_and_defaulted_variables() {
-        assert_eq!(
-            expand("https://${HOST}/v1", env).unwrap(),
-            "https://example.org/v1"
-        );
-        assert_eq!(
-            expand("${MISSING:-http://127.0.0.1:11434}", env).unwrap(),
-            "http://127.0.0.1:11434"
-        );
+        assert_eq!(expand("https://${HOST}/v1", env).unwrap(), "https://example.org/v1");
+        assert_eq!(expand("${MISSING:-http://127.0.0.1:11434}", env).unwrap(), "http://127.0.0.1:11434");
         assert_eq!(expand("${HOST:-other}", env).unwrap(), "example.org");
         assert_eq!(expand("${EMPTY:-fallback}", env).unwrap(), "fallback");
-        assert_eq!(
-            expand("no refs, $5 and $$HOME", env).unwrap(),
-            "no refs, $5 and $HOME"
-        );
+        assert_eq!(expand("no refs, $5 and $$HOME", env).unwrap(), "no refs, $5 and $HOME");
     }
 
     #[test]
     fn rejects_unset_and_malformed_references() {
-        assert!(
-            expand("${MISSING}", env)
-                .unwrap_err()
-                .contains("MISSING is not set")
-        );
+        assert!(expand("${MISSING}", env).unwrap_err().contains("MISSING is not set"));
         assert!(expand("${HOST", env).unwrap_err().contains("unclosed"));
         assert!(expand("${A B}", env).unwrap_err().contains("not a valid"));
-    }
-}
-
-impl From<String> for EnvString {
-    /// Wraps an already-expanded string (defaults written in code).
-    fn from(value: String) -> Self {
-        EnvString(value)
     }
 }

@@ -24,10 +24,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "config/dev.toml";
 /// default config path does not exist (a bare binary, `cargo install`).
 const BUILTIN_CONFIG: &str = include_str!("../../config/dev.toml");
 const BUILTIN_PROVIDERS: &[(&str, &str)] = &[
-    (
-        "deepseek.toml",
-        include_str!("../../providers/deepseek.toml"),
-    ),
+    ("deepseek.toml", include_str!("../../providers/deepseek.toml")),
     ("groq.toml", include_str!("../../providers/groq.toml")),
     ("ollama.toml", include_str!("../../providers/ollama.toml")),
     ("openai.toml", include_str!("../../providers/openai.toml")),
@@ -94,29 +91,17 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Problems> {
             Ok(file) => (file, path.parent().map(Path::to_path_buf)),
             Err(problem) => return Err(Problems(vec![problem])),
         },
-        None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
-            match read(Path::new(DEFAULT_CONFIG_PATH)) {
-                Ok(file) => (file, Some(PathBuf::from("config"))),
-                Err(problem) => return Err(Problems(vec![problem])),
-            }
-        }
-        None => (
-            DataFile {
-                path: format!("{BUILTIN_ORIGIN}/config/dev.toml"),
-                text: BUILTIN_CONFIG.into(),
-            },
-            None,
-        ),
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => match read(Path::new(DEFAULT_CONFIG_PATH)) {
+            Ok(file) => (file, Some(PathBuf::from("config"))),
+            Err(problem) => return Err(Problems(vec![problem])),
+        },
+        None => (DataFile { path: format!("{BUILTIN_ORIGIN}/config/dev.toml"), text: BUILTIN_CONFIG.into() }, None),
     };
 
     let file: ConfigFile = match toml::from_str(&config_file.text) {
         Ok(file) => file,
         Err(error) => {
-            return Err(Problems(vec![Problem::from_toml(
-                &config_file.path,
-                &config_file.text,
-                &error,
-            )]));
+            return Err(Problems(vec![Problem::from_toml(&config_file.path, &config_file.text, &error)]));
         }
     };
     let config = match file.validate(&config_file) {
@@ -149,24 +134,13 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Problems> {
         }
     }
 
-    if problems.is_empty() {
-        Ok(Loaded {
-            config,
-            providers,
-            policies: policy_files,
-        })
-    } else {
-        Err(Problems(problems))
-    }
+    if problems.is_empty() { Ok(Loaded { config, providers, policies: policy_files }) } else { Err(Problems(problems)) }
 }
 
 fn read(path: &Path) -> Result<DataFile, Problem> {
     let display = path.display().to_string();
     std::fs::read_to_string(path)
-        .map(|text| DataFile {
-            path: display.clone(),
-            text,
-        })
+        .map(|text| DataFile { path: display.clone(), text })
         .map_err(|error| Problem::in_file(&display, format!("cannot read file: {error}")))
 }
 
@@ -175,10 +149,7 @@ fn read_dir_toml(dir: &Path, problems: &mut Vec<Problem>) -> Vec<DataFile> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) => {
-            problems.push(Problem::in_file(
-                &dir.display().to_string(),
-                format!("cannot read directory: {error}"),
-            ));
+            problems.push(Problem::in_file(&dir.display().to_string(), format!("cannot read directory: {error}")));
             return Vec::new();
         }
     };
@@ -187,10 +158,7 @@ fn read_dir_toml(dir: &Path, problems: &mut Vec<Problem>) -> Vec<DataFile> {
         .filter(|path| path.is_file() && path.extension().is_some_and(|ext| ext == "toml"))
         .collect();
     paths.sort();
-    paths
-        .iter()
-        .filter_map(|path| read(path).map_err(|problem| problems.push(problem)).ok())
-        .collect()
+    paths.iter().filter_map(|path| read(path).map_err(|problem| problems.push(problem)).ok()).collect()
 }
 
 #[derive(Deserialize)]
@@ -251,11 +219,7 @@ struct UpstreamSection {
 
 impl Default for UpstreamSection {
     fn default() -> Self {
-        UpstreamSection {
-            connect_timeout_ms: 5_000,
-            request_timeout_ms: 600_000,
-            stream_idle_timeout_ms: 300_000,
-        }
+        UpstreamSection { connect_timeout_ms: 5_000, request_timeout_ms: 600_000, stream_idle_timeout_ms: 300_000 }
     }
 }
 
@@ -268,29 +232,21 @@ struct LogSection {
 
 impl Default for LogSection {
     fn default() -> Self {
-        LogSection {
-            format: LogFormat::Human,
-            level: EnvString::from("info".to_owned()),
-        }
+        LogSection { format: LogFormat::Human, level: EnvString::from("info".to_owned()) }
     }
 }
 
 impl ConfigFile {
     fn validate(&self, file: &DataFile) -> Result<Config, Problem> {
         let listen_span = self.server.listen.span();
-        let listen = self
-            .server
-            .listen
-            .get_ref()
-            .parse::<SocketAddr>()
-            .map_err(|error| {
-                Problem::at_span(
-                    &file.path,
-                    &file.text,
-                    Some(listen_span),
-                    format!("`listen` must be an address like 127.0.0.1:8080: {error}"),
-                )
-            })?;
+        let listen = self.server.listen.get_ref().parse::<SocketAddr>().map_err(|error| {
+            Problem::at_span(
+                &file.path,
+                &file.text,
+                Some(listen_span),
+                format!("`listen` must be an address like 127.0.0.1:8080: {error}"),
+            )
+        })?;
         let upstream = &self.upstream;
         Ok(Config {
             origin: file.path.clone(),
@@ -302,10 +258,7 @@ impl ConfigFile {
                 request: Duration::from_millis(upstream.request_timeout_ms),
                 stream_idle: Duration::from_millis(upstream.stream_idle_timeout_ms),
             },
-            log: LogConfig {
-                format: self.log.format,
-                level: self.log.level.to_string(),
-            },
+            log: LogConfig { format: self.log.format, level: self.log.level.to_string() },
         })
     }
 }

@@ -63,10 +63,7 @@ impl ChatCompletionRequest {
 
     /// Whether the client asked for the final usage chunk of a stream.
     pub fn wants_stream_usage(&self) -> bool {
-        self.stream_options
-            .as_ref()
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false)
+        self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false)
     }
 
     /// The output cap the client asked for; `max_completion_tokens` wins over the
@@ -125,11 +122,9 @@ impl MessageContent {
     pub fn text(&self) -> String {
         match self {
             MessageContent::Text(text) => text.clone(),
-            MessageContent::Parts(parts) => parts
-                .iter()
-                .filter_map(|part| part.text.as_deref())
-                .collect::<Vec<_>>()
-                .join("\n"),
+            MessageContent::Parts(parts) => {
+                parts.iter().filter_map(|part| part.text.as_deref()).collect::<Vec<_>>().join("\n")
+            }
         }
     }
 }
@@ -360,15 +355,7 @@ mod tests {
 
     #[test]
     fn chunk_serialises_null_finish_reason() {
-        let chunk = ChunkChoice {
-            index: 0,
-            delta: Delta::default(),
-            finish_reason: None,
-            logprobs: None,
-        };
-        assert_eq!(
-            serde_json::to_value(chunk).unwrap(),
-            json!({"index": 0, "delta": {}, "finish_reason": null})
-        );
+        let chunk = ChunkChoice { index: 0, delta: Delta::default(), finish_reason: None, logprobs: None };
+        assert_eq!(serde_json::to_value(chunk).unwrap(), json!({"index": 0, "delta": {}, "finish_reason": null}));
     }
 }

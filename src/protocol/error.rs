@@ -16,12 +16,7 @@ pub struct ErrorBody {
 }
 
 impl ErrorEnvelope {
-    pub fn new(
-        message: impl Into<String>,
-        kind: &str,
-        param: Option<&str>,
-        code: Option<&str>,
-    ) -> Self {
+    pub fn new(message: impl Into<String>, kind: &str, param: Option<&str>, code: Option<&str>) -> Self {
         ErrorEnvelope {
             error: ErrorBody {
                 message: message.into(),

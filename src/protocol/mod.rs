@@ -12,9 +12,8 @@ pub mod parse;
 pub mod usage;
 
 pub use chat::{
-    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, Choice, ChunkChoice,
-    ContentPart, Delta, FunctionCall, MessageContent, ResponseMessage, Role, Stop, Tool, ToolCall,
-    ToolCallDelta,
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, Choice, ChunkChoice, ContentPart, Delta,
+    FunctionCall, MessageContent, ResponseMessage, Role, Stop, Tool, ToolCall, ToolCallDelta,
 };
 pub use embeddings::{EmbeddingInput, EmbeddingsRequest};
 pub use error::{ErrorBody, ErrorEnvelope};

@@ -18,11 +18,6 @@ pub struct ModelList {
 
 impl Model {
     pub fn new(id: String, created: u64, owned_by: &str) -> Self {
-        Model {
-            id,
-            object: "model".into(),
-            created,
-            owned_by: owned_by.into(),
-        }
+        Model { id, object: "model".into(), created, owned_by: owned_by.into() }
     }
 }

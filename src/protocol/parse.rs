@@ -7,9 +7,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::chat::{
-    ChatMessage, FunctionCall, MessageContent, ResponseFormat, Role, Stop, StreamOptions, Tool,
-};
+use super::chat::{ChatMessage, FunctionCall, MessageContent, ResponseFormat, Role, Stop, StreamOptions, Tool};
 use super::embeddings::{EmbeddingInput, EmbeddingsRequest, EncodingFormat};
 use super::{ChatCompletionRequest, JsonObject};
 
@@ -24,10 +22,7 @@ pub struct InvalidRequest {
 impl InvalidRequest {
     fn at(param: &str, message: impl Into<String>) -> Self {
         let param = param.to_owned();
-        InvalidRequest {
-            message: format!("`{param}`: {}", message.into()),
-            param: Some(param),
-        }
+        InvalidRequest { message: format!("`{param}`: {}", message.into()), param: Some(param) }
     }
 }
 
@@ -40,10 +35,7 @@ pub fn chat_request(body: &[u8]) -> Result<ChatCompletionRequest, InvalidRequest
         return Err(InvalidRequest::at("model", "must not be empty"));
     }
     if request.messages.is_empty() {
-        return Err(InvalidRequest::at(
-            "messages",
-            "must contain at least one message",
-        ));
+        return Err(InvalidRequest::at("messages", "must contain at least one message"));
     }
     for (i, message) in request.messages.iter().enumerate() {
         if message.role == Role::Tool && message.tool_call_id.is_none() {
@@ -65,47 +57,26 @@ pub fn embeddings_request(body: &[u8]) -> Result<EmbeddingsRequest, InvalidReque
         EmbeddingInput::Text(text) => text.is_empty(),
         EmbeddingInput::Texts(texts) => texts.is_empty() || texts.iter().any(String::is_empty),
         EmbeddingInput::Tokens(tokens) => tokens.is_empty(),
-        EmbeddingInput::TokenBatches(batches) => {
-            batches.is_empty() || batches.iter().any(Vec::is_empty)
-        }
+        EmbeddingInput::TokenBatches(batches) => batches.is_empty() || batches.iter().any(Vec::is_empty),
     };
     if empty {
-        return Err(InvalidRequest::at(
-            "input",
-            "must not be empty or contain empty inputs",
-        ));
+        return Err(InvalidRequest::at("input", "must not be empty or contain empty inputs"));
     }
     Ok(request)
 }
 
 /// Turns a failed typed parse into an error that names the field.
-fn explain(
-    body: &[u8],
-    error: serde_json::Error,
-    locate: fn(&JsonObject) -> Option<InvalidRequest>,
-) -> InvalidRequest {
+fn explain(body: &[u8], error: serde_json::Error, locate: fn(&JsonObject) -> Option<InvalidRequest>) -> InvalidRequest {
     if error.is_syntax() || error.is_eof() {
-        return InvalidRequest {
-            message: format!("the request body is not valid JSON: {error}"),
-            param: None,
-        };
+        return InvalidRequest { message: format!("the request body is not valid JSON: {error}"), param: None };
     }
     let Ok(value) = serde_json::from_slice::<Value>(body) else {
-        return InvalidRequest {
-            message: format!("the request body is not valid JSON: {error}"),
-            param: None,
-        };
+        return InvalidRequest { message: format!("the request body is not valid JSON: {error}"), param: None };
     };
     let Value::Object(object) = value else {
-        return InvalidRequest {
-            message: "the request body must be a JSON object".into(),
-            param: None,
-        };
+        return InvalidRequest { message: "the request body must be a JSON object".into(), param: None };
     };
-    locate(&object).unwrap_or_else(|| InvalidRequest {
-        message: friendly(&error.to_string()),
-        param: None,
-    })
+    locate(&object).unwrap_or_else(|| InvalidRequest { message: friendly(&error.to_string()), param: None })
 }
 
 fn locate_chat_error(body: &JsonObject) -> Option<InvalidRequest> {
@@ -159,9 +130,7 @@ fn locate_message_error(messages: &[Value]) -> Option<InvalidRequest> {
                         .map(|e| e.nested(&format!("tool_calls[{j}]")))
                 })
             })
-            .or_else(|| {
-                check::<ChatMessage>(&JsonObject::from_iter([("m".into(), message.clone())]), "m")
-            })
+            .or_else(|| check::<ChatMessage>(&JsonObject::from_iter([("m".into(), message.clone())]), "m"))
             .map(|e| e.nested(&path))
     })
 }
@@ -172,12 +141,7 @@ fn locate_tools_error(body: &JsonObject) -> Option<InvalidRequest> {
         tools.iter().enumerate().find_map(|(i, tool)| {
             let fields = tool.as_object()?;
             require(fields, "type")
-                .or_else(|| {
-                    check::<Tool>(
-                        &JsonObject::from_iter([("tool".into(), tool.clone())]),
-                        "tool",
-                    )
-                })
+                .or_else(|| check::<Tool>(&JsonObject::from_iter([("tool".into(), tool.clone())]), "tool"))
                 .map(|e| e.nested(&format!("tools[{i}]")))
         })
     })
@@ -205,15 +169,8 @@ fn check<T: DeserializeOwned>(object: &JsonObject, field: &str) -> Option<Invali
     }
     let error = serde_path_to_error::deserialize::<_, T>(value).err()?;
     let inner = error.path().to_string();
-    let path = if inner == "." {
-        field.to_owned()
-    } else {
-        format!("{field}.{inner}")
-    };
-    Some(InvalidRequest::at(
-        &path,
-        friendly(&error.into_inner().to_string()),
-    ))
+    let path = if inner == "." { field.to_owned() } else { format!("{field}.{inner}") };
+    Some(InvalidRequest::at(&path, friendly(&error.into_inner().to_string())))
 }
 
 impl InvalidRequest {
@@ -225,11 +182,7 @@ impl InvalidRequest {
         } else {
             format!("{outer}.{inner}")
         };
-        let detail = self
-            .message
-            .split_once("`: ")
-            .map_or(self.message.as_str(), |(_, d)| d)
-            .to_owned();
+        let detail = self.message.split_once("`: ").map_or(self.message.as_str(), |(_, d)| d).to_owned();
         InvalidRequest::at(&path, detail)
     }
 }
@@ -237,18 +190,9 @@ impl InvalidRequest {
 /// Replaces serde's wording for untagged enums with what the field accepts.
 fn friendly(message: &str) -> String {
     let replacements = [
-        (
-            "untagged enum MessageContent",
-            "expected a string or an array of content parts",
-        ),
-        (
-            "untagged enum Stop",
-            "expected a string or an array of strings",
-        ),
-        (
-            "untagged enum EmbeddingInput",
-            "expected a string, an array of strings, or token ids",
-        ),
+        ("untagged enum MessageContent", "expected a string or an array of content parts"),
+        ("untagged enum Stop", "expected a string or an array of strings"),
+        ("untagged enum EmbeddingInput", "expected a string, an array of strings, or token ids"),
     ];
     for (needle, replacement) in replacements {
         if message.contains(needle) {
@@ -268,19 +212,14 @@ mod tests {
 
     #[test]
     fn names_the_field_at_fault() {
+        assert_eq!(param_of(r#"{"messages":[{"role":"user","content":"x"}]}"#).as_deref(), Some("model"));
         assert_eq!(
-            param_of(r#"{"messages":[{"role":"user","content":"x"}]}"#).as_deref(),
-            Some("model")
-        );
-        assert_eq!(
-            param_of(
-                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#
-            )
-            .as_deref(),
+            param_of(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#).as_deref(),
             Some("temperature")
         );
         assert_eq!(
-            param_of(r#"{"model":"m","messages":[{"role":"user","content":"x"},{"role":"user","content":5}]}"#).as_deref(),
+            param_of(r#"{"model":"m","messages":[{"role":"user","content":"x"},{"role":"user","content":5}]}"#)
+                .as_deref(),
             Some("messages[1].content")
         );
         assert_eq!(
@@ -291,10 +230,7 @@ mod tests {
             param_of(r#"{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":{}}}]}]}"#).as_deref(),
             Some("messages[0].tool_calls[0].function.arguments")
         );
-        assert_eq!(
-            param_of(r#"{"model":"m","messages":[]}"#).as_deref(),
-            Some("messages")
-        );
+        assert_eq!(param_of(r#"{"model":"m","messages":[]}"#).as_deref(), Some("messages"));
         assert_eq!(
             param_of(r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#).as_deref(),
             Some("messages[0].tool_call_id")
@@ -303,15 +239,8 @@ mod tests {
 
     #[test]
     fn untagged_errors_say_what_is_accepted() {
-        let error =
-            chat_request(br#"{"model":"m","messages":[{"role":"user","content":5}]}"#).unwrap_err();
-        assert!(
-            error
-                .message
-                .contains("a string or an array of content parts"),
-            "{}",
-            error.message
-        );
+        let error = chat_request(br#"{"model":"m","messages":[{"role":"user","content":5}]}"#).unwrap_err();
+        assert!(error.message.contains("a string or an array of content parts"), "{}", error.message);
     }
 
     #[test]

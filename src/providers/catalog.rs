@@ -97,8 +97,7 @@ impl ModelSpec {
 
     /// Cost in USD of a call with these token counts.
     pub fn cost_usd(&self, input_tokens: u64, output_tokens: u64) -> f64 {
-        (input_tokens as f64 * self.input_price + output_tokens as f64 * self.output_price)
-            / 1_000_000.0
+        (input_tokens as f64 * self.input_price + output_tokens as f64 * self.output_price) / 1_000_000.0
     }
 }
 
@@ -143,11 +142,7 @@ struct ModelFile {
 }
 
 /// Parses every provider file; problems go to `problems`, valid providers are returned.
-pub fn parse_all(
-    files: &[DataFile],
-    defaults: UpstreamTimeouts,
-    problems: &mut Vec<Problem>,
-) -> Vec<ProviderSpec> {
+pub fn parse_all(files: &[DataFile], defaults: UpstreamTimeouts, problems: &mut Vec<Problem>) -> Vec<ProviderSpec> {
     let mut seen = HashSet::new();
     let mut providers = Vec::new();
     for file in files {
@@ -169,10 +164,7 @@ pub fn parse_all(
                 format!("provider id {id:?} must be lowercase letters, digits, `-` or `_`"),
             ));
         } else if !seen.insert(id.clone()) {
-            problems.push(at(
-                parsed.id.span(),
-                format!("provider id {id:?} is defined by another file too"),
-            ));
+            problems.push(at(parsed.id.span(), format!("provider id {id:?} is defined by another file too")));
         }
         let base_url = normalise_base_url(parsed.base_url.get_ref(), parsed.wire);
         if let Err(message) = base_url.as_ref() {
@@ -181,17 +173,12 @@ pub fn parse_all(
         let mut model_ids = HashSet::new();
         for model in &parsed.models {
             if model.id.get_ref().is_empty() || !model_ids.insert(model.id.get_ref().as_str()) {
-                problems.push(at(
-                    model.id.span(),
-                    format!("model id {:?} is empty or listed twice", model.id.get_ref()),
-                ));
+                problems
+                    .push(at(model.id.span(), format!("model id {:?} is empty or listed twice", model.id.get_ref())));
             }
             for price in [&model.input_price, &model.output_price] {
                 if !price.get_ref().is_finite() || *price.get_ref() < 0.0 {
-                    problems.push(at(
-                        price.span(),
-                        "a price must be a number ≥ 0 (USD per 1M tokens)".into(),
-                    ));
+                    problems.push(at(price.span(), "a price must be a number ≥ 0 (USD per 1M tokens)".into()));
                 }
             }
         }
@@ -205,8 +192,7 @@ pub fn parse_all(
                 _ => ApiKey::Missing { env },
             },
         };
-        let ms =
-            |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_millis);
+        let ms = |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_millis);
         providers.push(ProviderSpec {
             id,
             wire: parsed.wire,
@@ -240,10 +226,7 @@ pub fn parse_all(
 }
 
 fn is_valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    !id.is_empty() && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 /// Trims a trailing `/`; for Ollama also accepts `OLLAMA_HOST`'s scheme-less `host:port`.
@@ -254,11 +237,9 @@ fn normalise_base_url(raw: &str, wire: WireFormat) -> Result<String, String> {
     } else {
         trimmed.to_owned()
     };
-    if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len()
-    {
-        return Err(format!(
-            "base_url {raw:?} must be an http:// or https:// URL"
-        ));
+    let host = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+    if host.is_none_or(str::is_empty) {
+        return Err(format!("base_url {raw:?} must be an http:// or https:// URL"));
     }
     Ok(url)
 }
@@ -277,17 +258,13 @@ mod tests {
 
     fn parse(text: &str) -> (Vec<ProviderSpec>, Vec<Problem>) {
         let mut problems = Vec::new();
-        let files = [DataFile {
-            path: "p.toml".into(),
-            text: text.into(),
-        }];
+        let files = [DataFile { path: "p.toml".into(), text: text.into() }];
         (parse_all(&files, defaults(), &mut problems), problems)
     }
 
     #[test]
     fn ollama_host_without_scheme_is_accepted() {
-        let (providers, problems) =
-            parse("id = \"ollama\"\nwire = \"ollama\"\nbase_url = \"0.0.0.0:11434/\"\n");
+        let (providers, problems) = parse("id = \"ollama\"\nwire = \"ollama\"\nbase_url = \"0.0.0.0:11434/\"\n");
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(providers[0].base_url, "http://0.0.0.0:11434");
         assert_eq!(providers[0].api_key, ApiKey::NotNeeded);
@@ -300,22 +277,15 @@ mod tests {
         assert!(providers.is_empty());
         let rendered: Vec<String> = problems.iter().map(ToString::to_string).collect();
         assert_eq!(rendered.len(), 2, "{rendered:?}");
-        assert!(
-            rendered[0].starts_with("p.toml:3:12: base_url"),
-            "{rendered:?}"
-        );
-        assert!(
-            rendered[1].starts_with("p.toml:8:15: a price"),
-            "{rendered:?}"
-        );
+        assert!(rendered[0].starts_with("p.toml:3:12: base_url"), "{rendered:?}");
+        assert!(rendered[1].starts_with("p.toml:8:15: a price"), "{rendered:?}");
     }
 
     #[test]
     fn unknown_keys_and_wire_formats_are_errors() {
         let (_, problems) = parse("id = \"x\"\nwire = \"grpc\"\nbase_url = \"http://h\"\n");
         assert_eq!(problems[0].line, 2);
-        let (_, problems) =
-            parse("id = \"x\"\nwire = \"openai\"\nbase_url = \"http://h\"\nbase_ulr = 1\n");
+        let (_, problems) = parse("id = \"x\"\nwire = \"openai\"\nbase_url = \"http://h\"\nbase_ulr = 1\n");
         assert_eq!(problems[0].line, 4);
     }
 
@@ -325,11 +295,6 @@ mod tests {
             "id = \"x\"\nwire = \"openai\"\nbase_url = \"http://h\"\napi_key_env = \"SWITCHYARD_TEST_SURELY_UNSET_KEY\"\n",
         );
         assert!(problems.is_empty());
-        assert_eq!(
-            providers[0].api_key,
-            ApiKey::Missing {
-                env: "SWITCHYARD_TEST_SURELY_UNSET_KEY".into()
-            }
-        );
+        assert_eq!(providers[0].api_key, ApiKey::Missing { env: "SWITCHYARD_TEST_SURELY_UNSET_KEY".into() });
     }
 }

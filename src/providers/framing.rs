@@ -113,26 +113,18 @@ mod tests {
                 out.push(String::from_utf8(event.to_vec()).unwrap());
             }
         }
-        out.extend(
-            decoder
-                .finish()
-                .map(|e| String::from_utf8(e.to_vec()).unwrap()),
-        );
+        out.extend(decoder.finish().map(|e| String::from_utf8(e.to_vec()).unwrap()));
         out
     }
 
     #[test]
     fn sse_events_split_across_reads() {
-        assert_eq!(
-            events(&[b"data: {\"a\"", b":1}\n", b"\ndata: [DONE]\n\n"]),
-            vec!["{\"a\":1}", "[DONE]"]
-        );
+        assert_eq!(events(&[b"data: {\"a\"", b":1}\n", b"\ndata: [DONE]\n\n"]), vec!["{\"a\":1}", "[DONE]"]);
     }
 
     #[test]
     fn sse_crlf_comments_and_multiline_data() {
-        let input: &[u8] =
-            b": keep-alive\r\n\r\nevent: x\r\ndata:one\r\ndata: two\r\n\r\ndata: last";
+        let input: &[u8] = b": keep-alive\r\n\r\nevent: x\r\ndata:one\r\ndata: two\r\n\r\ndata: last";
         assert_eq!(events(&[input]), vec!["one\ntwo", "last"]);
     }
 

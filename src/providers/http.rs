@@ -29,6 +29,7 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(spec: &ProviderSpec, api_key: Option<String>) -> Result<Self, reqwest::Error> {
+        install_tls_provider();
         // One client per provider: its own keep-alive pool.
         let client = reqwest::Client::builder()
             .connect_timeout(spec.timeouts.connect)
@@ -58,14 +59,7 @@ impl Upstream {
             .client
             .post(format!("{}/{}", self.base_url, path))
             .header(CONTENT_TYPE, "application/json")
-            .header(
-                ACCEPT,
-                if stream {
-                    "text/event-stream"
-                } else {
-                    "application/json"
-                },
-            )
+            .header(ACCEPT, if stream { "text/event-stream" } else { "application/json" })
             .body(body);
         if let Some(key) = &self.api_key {
             request = request.header(AUTHORIZATION, format!("Bearer {key}"));
@@ -82,27 +76,16 @@ impl Upstream {
     }
 
     /// Reads a whole (bounded) body before `deadline`.
-    pub async fn read_body(
-        &self,
-        response: reqwest::Response,
-        deadline: Instant,
-    ) -> Result<Bytes, ProviderError> {
-        read_limited(response, MAX_RESPONSE_BODY, deadline)
-            .await
-            .map_err(|error| match error {
-                ReadError::Timeout => self.timeout(),
-                ReadError::TooLarge => self.invalid(format!(
-                    "response body is larger than {MAX_RESPONSE_BODY} bytes"
-                )),
-                ReadError::Transport(error) => self.interrupted(&error),
-            })
+    pub async fn read_body(&self, response: reqwest::Response, deadline: Instant) -> Result<Bytes, ProviderError> {
+        read_limited(response, MAX_RESPONSE_BODY, deadline).await.map_err(|error| match error {
+            ReadError::Timeout => self.timeout(),
+            ReadError::TooLarge => self.invalid(format!("response body is larger than {MAX_RESPONSE_BODY} bytes")),
+            ReadError::Transport(error) => self.interrupted(&error),
+        })
     }
 
     /// The next piece of a streamed body, failing if the upstream stays silent too long.
-    pub async fn next_chunk(
-        &self,
-        response: &mut reqwest::Response,
-    ) -> Result<Option<Bytes>, ProviderError> {
+    pub async fn next_chunk(&self, response: &mut reqwest::Response) -> Result<Option<Bytes>, ProviderError> {
         match tokio::time::timeout(self.stream_idle_timeout, response.chunk()).await {
             Err(_) => Err(ProviderError::Interrupted {
                 provider: self.provider.clone(),
@@ -114,62 +97,46 @@ impl Upstream {
     }
 
     pub fn timeout(&self) -> ProviderError {
-        ProviderError::Timeout {
-            provider: self.provider.clone(),
-            after: self.request_timeout,
-        }
+        ProviderError::Timeout { provider: self.provider.clone(), after: self.request_timeout }
     }
 
     pub fn invalid(&self, detail: impl Into<String>) -> ProviderError {
-        ProviderError::InvalidResponse {
-            provider: self.provider.clone(),
-            detail: detail.into(),
-        }
+        ProviderError::InvalidResponse { provider: self.provider.clone(), detail: detail.into() }
     }
 
     pub fn interrupted(&self, error: &reqwest::Error) -> ProviderError {
-        ProviderError::Interrupted {
-            provider: self.provider.clone(),
-            detail: root_cause(error),
-        }
+        ProviderError::Interrupted { provider: self.provider.clone(), detail: root_cause(error) }
     }
 
     fn transport_error(&self, error: &reqwest::Error) -> ProviderError {
         if error.is_timeout() {
             return self.timeout();
         }
-        ProviderError::Unreachable {
-            provider: self.provider.clone(),
-            cause: root_cause(error),
-        }
+        ProviderError::Unreachable { provider: self.provider.clone(), cause: root_cause(error) }
     }
 
     async fn status_error(&self, response: reqwest::Response, deadline: Instant) -> ProviderError {
         let status = response.status().as_u16();
         let retry_after = retry_after(response.headers());
-        let body = read_limited(response, MAX_ERROR_BODY, deadline)
-            .await
-            .unwrap_or_default();
+        let body = read_limited(response, MAX_ERROR_BODY, deadline).await.unwrap_or_default();
         ProviderError::Status {
             provider: self.provider.clone(),
             status,
-            body: error_envelope(status, &body),
-            retry_after,
+            body: Box::new(error_envelope(status, &body)),
+            retry_after: retry_after.map(Box::new),
         }
     }
 }
 
+/// rustls needs one process-wide crypto provider; `ring` builds without cmake or nasm.
+pub fn install_tls_provider() {
+    // Fails only when one is installed already, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 fn retry_after(headers: &HeaderMap) -> Option<RetryAfter> {
-    let get = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let retry = RetryAfter {
-        seconds: get("retry-after"),
-        millis: get("retry-after-ms"),
-    };
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let retry = RetryAfter { seconds: get("retry-after"), millis: get("retry-after-ms") };
     (retry.seconds.is_some() || retry.millis.is_some()).then_some(retry)
 }
 
@@ -182,24 +149,14 @@ pub fn error_envelope(status: u16, body: &[u8]) -> ErrorEnvelope {
     let message = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(object)) => match (object.get("error"), object.get("message")) {
             (Some(Value::String(text)), _) | (_, Some(Value::String(text))) => text.clone(),
-            (Some(Value::Object(inner)), _) => inner
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
+            (Some(Value::Object(inner)), _) => {
+                inner.get("message").and_then(Value::as_str).unwrap_or_default().to_owned()
+            }
             _ => String::new(),
         },
-        _ => String::from_utf8_lossy(body)
-            .trim()
-            .chars()
-            .take(500)
-            .collect(),
+        _ => String::from_utf8_lossy(body).trim().chars().take(500).collect(),
     };
-    let message = if message.is_empty() {
-        format!("upstream returned HTTP {status}")
-    } else {
-        message
-    };
+    let message = if message.is_empty() { format!("upstream returned HTTP {status}") } else { message };
     let (kind, code) = match status {
         400 => ("invalid_request_error", None),
         401 | 403 => ("authentication_error", None),
@@ -216,11 +173,7 @@ enum ReadError {
     Transport(reqwest::Error),
 }
 
-async fn read_limited(
-    mut response: reqwest::Response,
-    limit: usize,
-    deadline: Instant,
-) -> Result<Bytes, ReadError> {
+async fn read_limited(mut response: reqwest::Response, limit: usize, deadline: Instant) -> Result<Bytes, ReadError> {
     let mut body = BytesMut::new();
     loop {
         match timeout_at(deadline, response.chunk()).await {
@@ -237,12 +190,6 @@ async fn read_limited(
     }
 }
 
-impl Default for ReadError {
-    fn default() -> Self {
-        ReadError::Timeout
-    }
-}
-
 /// The innermost cause ("Connection refused (os error 111)"), without the URL reqwest
 /// puts in its own message.
 fn root_cause(error: &reqwest::Error) -> String {
@@ -251,9 +198,5 @@ fn root_cause(error: &reqwest::Error) -> String {
         source = inner;
     }
     let text = source.to_string();
-    if std::ptr::addr_eq(source, error as &dyn std::error::Error) {
-        error.to_string()
-    } else {
-        text
-    }
+    if std::ptr::addr_eq(source, error as &dyn std::error::Error) { error.to_string() } else { text }
 }

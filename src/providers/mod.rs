@@ -17,6 +17,7 @@ use futures_util::future::BoxFuture;
 
 use crate::protocol::{ChatCompletionRequest, EmbeddingsRequest, ErrorEnvelope, Usage};
 
+pub use http::install_tls_provider;
 pub use registry::{Provider, Registry};
 
 /// What a provider sends back for a chat request.
@@ -47,14 +48,8 @@ pub struct EmbeddingsReply {
 /// One wire format's translation and transport. `request.model` is already the
 /// upstream's own model id (no `provider/` prefix).
 pub trait WireAdapter: Send + Sync {
-    fn chat(
-        &self,
-        request: ChatCompletionRequest,
-    ) -> BoxFuture<'_, Result<ChatReply, ProviderError>>;
-    fn embeddings(
-        &self,
-        request: EmbeddingsRequest,
-    ) -> BoxFuture<'_, Result<EmbeddingsReply, ProviderError>>;
+    fn chat(&self, request: ChatCompletionRequest) -> BoxFuture<'_, Result<ChatReply, ProviderError>>;
+    fn embeddings(&self, request: EmbeddingsRequest) -> BoxFuture<'_, Result<EmbeddingsReply, ProviderError>>;
 }
 
 /// Why a provider call failed. Messages name the provider and the cause, never a key.
@@ -65,27 +60,16 @@ pub enum ProviderError {
     #[error("provider {provider} did not respond within {}", humanize(*.after))]
     Timeout { provider: String, after: Duration },
     #[error("provider {provider} answered HTTP {status}: {}", .body.error.message)]
-    Status {
-        provider: String,
-        status: u16,
-        body: ErrorEnvelope,
-        retry_after: Option<RetryAfter>,
-    },
+    Status { provider: String, status: u16, body: Box<ErrorEnvelope>, retry_after: Option<Box<RetryAfter>> },
     #[error("provider {provider} reported an error mid-stream: {}", .body.error.message)]
-    MidStream {
-        provider: String,
-        body: ErrorEnvelope,
-    },
+    MidStream { provider: String, body: Box<ErrorEnvelope> },
     #[error("provider {provider} sent a response the gateway cannot read: {detail}")]
     InvalidResponse { provider: String, detail: String },
     #[error("provider {provider} ended the stream before it was complete: {detail}")]
     Interrupted { provider: String, detail: String },
     /// The request cannot be expressed in this provider's wire format.
     #[error("{message}")]
-    Unsupported {
-        message: String,
-        param: Option<String>,
-    },
+    Unsupported { message: String, param: Option<String> },
 }
 
 /// An upstream's `retry-after` / `retry-after-ms` headers, kept verbatim.

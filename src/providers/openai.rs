@@ -23,9 +23,7 @@ pub struct OpenAiAdapter {
 
 impl OpenAiAdapter {
     pub fn new(upstream: Upstream) -> Self {
-        OpenAiAdapter {
-            upstream: Arc::new(upstream),
-        }
+        OpenAiAdapter { upstream: Arc::new(upstream) }
     }
 
     async fn chat(&self, mut request: ChatCompletionRequest) -> Result<ChatReply, ProviderError> {
@@ -35,17 +33,10 @@ impl OpenAiAdapter {
         if stream {
             // Always ask for usage so every stream can be accounted; the extra chunk is
             // dropped again below if the client did not ask for it.
-            request
-                .stream_options
-                .get_or_insert_with(Default::default)
-                .include_usage = Some(true);
+            request.stream_options.get_or_insert_with(Default::default).include_usage = Some(true);
         }
-        let body =
-            serde_json::to_vec(&request).map_err(|e| self.upstream.invalid(e.to_string()))?;
-        let response = self
-            .upstream
-            .post("chat/completions", body, stream, deadline)
-            .await?;
+        let body = serde_json::to_vec(&request).map_err(|e| self.upstream.invalid(e.to_string()))?;
+        let response = self.upstream.post("chat/completions", body, stream, deadline).await?;
         if !stream {
             let body = self.upstream.read_body(response, deadline).await?;
             let usage = parse_usage(&self.upstream, &body)?;
@@ -57,28 +48,15 @@ impl OpenAiAdapter {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if !is_event_stream {
-            return Err(self
-                .upstream
-                .invalid("expected an event stream (text/event-stream) for a streaming request"));
+            return Err(self.upstream.invalid("expected an event stream (text/event-stream) for a streaming request"));
         }
-        Ok(ChatReply::Stream(sse_events(
-            self.upstream.clone(),
-            response,
-            client_wants_usage,
-        )))
+        Ok(ChatReply::Stream(sse_events(self.upstream.clone(), response, client_wants_usage)))
     }
 
-    async fn embeddings(
-        &self,
-        request: EmbeddingsRequest,
-    ) -> Result<EmbeddingsReply, ProviderError> {
+    async fn embeddings(&self, request: EmbeddingsRequest) -> Result<EmbeddingsReply, ProviderError> {
         let deadline = Instant::now() + self.upstream.request_timeout;
-        let body =
-            serde_json::to_vec(&request).map_err(|e| self.upstream.invalid(e.to_string()))?;
-        let response = self
-            .upstream
-            .post("embeddings", body, false, deadline)
-            .await?;
+        let body = serde_json::to_vec(&request).map_err(|e| self.upstream.invalid(e.to_string()))?;
+        let response = self.upstream.post("embeddings", body, false, deadline).await?;
         let body = self.upstream.read_body(response, deadline).await?;
         let usage = parse_usage(&self.upstream, &body)?;
         Ok(EmbeddingsReply { body, usage })
@@ -86,17 +64,11 @@ impl OpenAiAdapter {
 }
 
 impl WireAdapter for OpenAiAdapter {
-    fn chat(
-        &self,
-        request: ChatCompletionRequest,
-    ) -> BoxFuture<'_, Result<ChatReply, ProviderError>> {
+    fn chat(&self, request: ChatCompletionRequest) -> BoxFuture<'_, Result<ChatReply, ProviderError>> {
         Box::pin(OpenAiAdapter::chat(self, request))
     }
 
-    fn embeddings(
-        &self,
-        request: EmbeddingsRequest,
-    ) -> BoxFuture<'_, Result<EmbeddingsReply, ProviderError>> {
+    fn embeddings(&self, request: EmbeddingsRequest) -> BoxFuture<'_, Result<EmbeddingsReply, ProviderError>> {
         Box::pin(OpenAiAdapter::embeddings(self, request))
     }
 }
@@ -127,11 +99,7 @@ struct SseState {
     finished: bool,
 }
 
-fn sse_events(
-    upstream: Arc<Upstream>,
-    response: reqwest::Response,
-    client_wants_usage: bool,
-) -> EventStream {
+fn sse_events(upstream: Arc<Upstream>, response: reqwest::Response, client_wants_usage: bool) -> EventStream {
     let state = SseState {
         upstream,
         response,
@@ -188,21 +156,16 @@ impl SseState {
             return;
         }
         if trimmed.starts_with(b"{\"error\"") {
-            let body = serde_json::from_slice::<ErrorEnvelope>(trimmed)
-                .unwrap_or_else(|_| error_envelope(500, trimmed));
-            self.pending.push_back(Err(ProviderError::MidStream {
-                provider: self.upstream.provider.clone(),
-                body,
-            }));
+            let body = Box::new(
+                serde_json::from_slice::<ErrorEnvelope>(trimmed).unwrap_or_else(|_| error_envelope(500, trimmed)),
+            );
+            self.pending.push_back(Err(ProviderError::MidStream { provider: self.upstream.provider.clone(), body }));
             self.finished = true;
             return;
         }
         if memchr::memmem::find(&data, b"\"usage\":{").is_some() {
             match serde_json::from_slice::<UsageProbe>(&data) {
-                Ok(UsageProbe {
-                    usage: Some(usage),
-                    choices,
-                }) => {
+                Ok(UsageProbe { usage: Some(usage), choices }) => {
                     self.pending.push_back(Ok(StreamEvent::Usage(usage)));
                     if choices.is_empty() && !self.client_wants_usage {
                         return;
@@ -210,16 +173,13 @@ impl SseState {
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    self.pending.push_back(Err(self
-                        .upstream
-                        .invalid(format!("a stream chunk is not JSON: {error}"))));
+                    self.pending.push_back(Err(self.upstream.invalid(format!("a stream chunk is not JSON: {error}"))));
                     self.finished = true;
                     return;
                 }
             }
         }
-        self.pending
-            .push_back(Ok(StreamEvent::Frame(sse_frame(&data))));
+        self.pending.push_back(Ok(StreamEvent::Frame(sse_frame(&data))));
     }
 }
 

@@ -48,11 +48,7 @@ impl Registry {
                     Ok(adapter) => (Some(adapter), None),
                     Err(reason) => (None, Some(reason)),
                 };
-                Arc::new(Provider {
-                    spec,
-                    adapter,
-                    unavailable,
-                })
+                Arc::new(Provider { spec, adapter, unavailable })
             })
             .collect();
         Registry { providers }
@@ -73,8 +69,7 @@ fn build_adapter(spec: &ProviderSpec) -> Result<Box<dyn WireAdapter>, String> {
         ApiKey::Present(key) => Some(key.clone()),
         ApiKey::Missing { env } => return Err(format!("{env} is not set")),
     };
-    let upstream = Upstream::new(spec, key)
-        .map_err(|error| format!("cannot build an HTTP client: {error}"))?;
+    let upstream = Upstream::new(spec, key).map_err(|error| format!("cannot build an HTTP client: {error}"))?;
     Ok(match spec.wire {
         WireFormat::Openai => Box::new(OpenAiAdapter::new(upstream)),
         WireFormat::Ollama => Box::new(OllamaAdapter::new(upstream)),

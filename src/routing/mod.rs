@@ -45,17 +45,11 @@ pub enum RoutingError {
     #[error("{message}")]
     ModelNotFound { message: String },
     #[error("model `{model}` is served by several providers ({}); name one as provider/model", .candidates.join(", "))]
-    Ambiguous {
-        model: String,
-        candidates: Vec<String>,
-    },
+    Ambiguous { model: String, candidates: Vec<String> },
     #[error("provider {provider} is not available: {reason}")]
     ProviderUnavailable { provider: String, reason: String },
     #[error("model `{model}` {problem}")]
-    WrongPurpose {
-        model: String,
-        problem: &'static str,
-    },
+    WrongPurpose { model: String, problem: &'static str },
 }
 
 /// Resolves `requested` (`provider/model` or a bare model id) to a plan.
@@ -85,9 +79,7 @@ pub fn plan(registry: &Registry, requested: &str, purpose: Purpose) -> Result<Pl
             _ => {}
         }
     }
-    Ok(Plan {
-        attempts: vec![target],
-    })
+    Ok(Plan { attempts: vec![target] })
 }
 
 fn resolve(registry: &Registry, requested: &str) -> Result<Target, RoutingError> {
@@ -96,13 +88,8 @@ fn resolve(registry: &Registry, requested: &str) -> Result<Target, RoutingError>
     if let Some((provider_id, model)) = requested.split_once('/')
         && let Some(provider) = registry.get(provider_id)
     {
-        if provider.spec.model(model).is_some()
-            || (provider.spec.allow_unlisted_models && !model.is_empty())
-        {
-            return Ok(Target {
-                provider: provider.clone(),
-                model: model.to_owned(),
-            });
+        if provider.spec.model(model).is_some() || (provider.spec.allow_unlisted_models && !model.is_empty()) {
+            return Ok(Target { provider: provider.clone(), model: model.to_owned() });
         }
         prefixed_error = Some(RoutingError::ModelNotFound {
             message: format!(
@@ -112,16 +99,15 @@ fn resolve(registry: &Registry, requested: &str) -> Result<Target, RoutingError>
     }
 
     // A bare id: the one available provider that lists it.
-    let serving: Vec<&Arc<Provider>> = registry
-        .iter()
-        .filter(|p| p.spec.model(requested).is_some())
-        .collect();
+    let serving: Vec<&Arc<Provider>> = registry.iter().filter(|p| p.spec.model(requested).is_some()).collect();
     let available: Vec<&&Arc<Provider>> = serving.iter().filter(|p| p.is_available()).collect();
     match (available.as_slice(), serving.first()) {
         ([only], _) => Ok(Target { provider: Arc::clone(only), model: requested.to_owned() }),
         ([], Some(provider)) => Ok(Target { provider: (*provider).clone(), model: requested.to_owned() }),
         ([], None) => Err(prefixed_error.unwrap_or_else(|| RoutingError::ModelNotFound {
-            message: format!("the model `{requested}` does not exist on this gateway; GET /v1/models lists the models it serves"),
+            message: format!(
+                "the model `{requested}` does not exist on this gateway; GET /v1/models lists the models it serves"
+            ),
         })),
         (several, _) => Err(RoutingError::Ambiguous {
             model: requested.to_owned(),

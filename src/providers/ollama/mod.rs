@@ -25,9 +25,7 @@ pub struct OllamaAdapter {
 
 impl OllamaAdapter {
     pub fn new(upstream: Upstream) -> Self {
-        OllamaAdapter {
-            upstream: Arc::new(upstream),
-        }
+        OllamaAdapter { upstream: Arc::new(upstream) }
     }
 
     async fn chat(&self, request: ChatCompletionRequest) -> Result<ChatReply, ProviderError> {
@@ -36,22 +34,15 @@ impl OllamaAdapter {
         let stream = request.is_stream();
         let body = translate::chat_request(request)?;
         let body = serde_json::to_vec(&body).map_err(|e| self.upstream.invalid(e.to_string()))?;
-        let mut response = self
-            .upstream
-            .post("api/chat", body, false, deadline)
-            .await?;
+        let mut response = self.upstream.post("api/chat", body, false, deadline).await?;
         let id = completion_id();
         if !stream {
             let body = self.upstream.read_body(response, deadline).await?;
             let chunk = self.parse_line(&body)?;
             let completion = translate::chat_completion(chunk, id);
             let usage = completion.usage.clone();
-            let body = serde_json::to_vec(&completion)
-                .map_err(|e| self.upstream.invalid(e.to_string()))?;
-            return Ok(ChatReply::Complete {
-                body: Bytes::from(body),
-                usage,
-            });
+            let body = serde_json::to_vec(&completion).map_err(|e| self.upstream.invalid(e.to_string()))?;
+            return Ok(ChatReply::Complete { body: Bytes::from(body), usage });
         }
         // Read the first line before answering 200, so a failure that Ollama reports on
         // its first line (a missing model, say) still reaches the client as an HTTP error.
@@ -93,26 +84,18 @@ impl OllamaAdapter {
 
     /// One line or body: an error line becomes an error, anything else must parse.
     fn parse_line(&self, line: &[u8]) -> Result<wire::ChatChunk, ProviderError> {
-        let chunk: wire::ChatChunk = serde_json::from_slice(line).map_err(|error| {
-            self.upstream
-                .invalid(format!("not an Ollama chat response: {error}"))
-        })?;
+        let chunk: wire::ChatChunk = serde_json::from_slice(line)
+            .map_err(|error| self.upstream.invalid(format!("not an Ollama chat response: {error}")))?;
         match chunk.error {
             Some(message) => {
-                let status = if message.contains("not found") {
-                    404
-                } else {
-                    500
-                };
+                let status = if message.contains("not found") { 404 } else { 500 };
                 Err(ProviderError::Status {
                     provider: self.upstream.provider.clone(),
                     status,
-                    body: error_envelope(
+                    body: Box::new(error_envelope(
                         status,
-                        serde_json::json!({ "error": message })
-                            .to_string()
-                            .as_bytes(),
-                    ),
+                        serde_json::json!({ "error": message }).to_string().as_bytes(),
+                    )),
                     retry_after: None,
                 })
             }
@@ -120,46 +103,28 @@ impl OllamaAdapter {
         }
     }
 
-    async fn embeddings(
-        &self,
-        request: EmbeddingsRequest,
-    ) -> Result<EmbeddingsReply, ProviderError> {
+    async fn embeddings(&self, request: EmbeddingsRequest) -> Result<EmbeddingsReply, ProviderError> {
         let deadline = Instant::now() + self.upstream.request_timeout;
         let format = request.encoding_format.unwrap_or(EncodingFormat::Float);
         let body = translate::embed_request(request)?;
         let body = serde_json::to_vec(&body).map_err(|e| self.upstream.invalid(e.to_string()))?;
-        let response = self
-            .upstream
-            .post("api/embed", body, false, deadline)
-            .await?;
+        let response = self.upstream.post("api/embed", body, false, deadline).await?;
         let body = self.upstream.read_body(response, deadline).await?;
-        let parsed = serde_json::from_slice(&body).map_err(|error| {
-            self.upstream
-                .invalid(format!("not an Ollama embed response: {error}"))
-        })?;
+        let parsed = serde_json::from_slice(&body)
+            .map_err(|error| self.upstream.invalid(format!("not an Ollama embed response: {error}")))?;
         let response = translate::embeddings_response(parsed, format);
         let usage = Some(response.usage.clone());
-        let body =
-            serde_json::to_vec(&response).map_err(|e| self.upstream.invalid(e.to_string()))?;
-        Ok(EmbeddingsReply {
-            body: Bytes::from(body),
-            usage,
-        })
+        let body = serde_json::to_vec(&response).map_err(|e| self.upstream.invalid(e.to_string()))?;
+        Ok(EmbeddingsReply { body: Bytes::from(body), usage })
     }
 }
 
 impl WireAdapter for OllamaAdapter {
-    fn chat(
-        &self,
-        request: ChatCompletionRequest,
-    ) -> BoxFuture<'_, Result<ChatReply, ProviderError>> {
+    fn chat(&self, request: ChatCompletionRequest) -> BoxFuture<'_, Result<ChatReply, ProviderError>> {
         Box::pin(OllamaAdapter::chat(self, request))
     }
 
-    fn embeddings(
-        &self,
-        request: EmbeddingsRequest,
-    ) -> BoxFuture<'_, Result<EmbeddingsReply, ProviderError>> {
+    fn embeddings(&self, request: EmbeddingsRequest) -> BoxFuture<'_, Result<EmbeddingsReply, ProviderError>> {
         Box::pin(OllamaAdapter::embeddings(self, request))
     }
 }
@@ -213,28 +178,13 @@ fn ndjson_events(state: NdjsonState) -> EventStream {
             let chunk = match serde_json::from_slice::<wire::ChatChunk>(&line) {
                 Ok(chunk) => chunk,
                 Err(error) => {
-                    return Some((
-                        Err(state
-                            .upstream
-                            .invalid(format!("a stream line is not JSON: {error}"))),
-                        None,
-                    ));
+                    return Some((Err(state.upstream.invalid(format!("a stream line is not JSON: {error}"))), None));
                 }
             };
             if let Some(message) = chunk.error {
-                let body = error_envelope(
-                    500,
-                    serde_json::json!({ "error": message })
-                        .to_string()
-                        .as_bytes(),
-                );
-                return Some((
-                    Err(ProviderError::MidStream {
-                        provider: state.upstream.provider.clone(),
-                        body,
-                    }),
-                    None,
-                ));
+                let body =
+                    Box::new(error_envelope(500, serde_json::json!({ "error": message }).to_string().as_bytes()));
+                return Some((Err(ProviderError::MidStream { provider: state.upstream.provider.clone(), body }), None));
             }
             state.finished = chunk.done;
             let mut events = Vec::new();

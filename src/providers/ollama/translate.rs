@@ -9,27 +9,20 @@ use super::wire;
 use crate::protocol::chat::{FunctionCallDelta, JsonSchemaFormat};
 use crate::protocol::embeddings::{Embedding, EmbeddingVector, EmbeddingsResponse, EncodingFormat};
 use crate::protocol::{
-    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice, ChunkChoice, Delta,
-    EmbeddingInput, EmbeddingsRequest, FunctionCall, MessageContent, ResponseMessage, Role,
-    ToolCall, ToolCallDelta, Usage,
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice, ChunkChoice, Delta, EmbeddingInput,
+    EmbeddingsRequest, FunctionCall, MessageContent, ResponseMessage, Role, ToolCall, ToolCallDelta, Usage,
 };
 use crate::providers::openai::sse_frame;
 use crate::providers::{ProviderError, StreamEvent};
 
 fn unsupported(param: impl Into<String>, message: impl Into<String>) -> ProviderError {
-    ProviderError::Unsupported {
-        message: message.into(),
-        param: Some(param.into()),
-    }
+    ProviderError::Unsupported { message: message.into(), param: Some(param.into()) }
 }
 
 /// An OpenAI chat request as an Ollama `/api/chat` request.
 pub fn chat_request(request: ChatCompletionRequest) -> Result<wire::ChatRequest, ProviderError> {
     if request.n.is_some_and(|n| n > 1) {
-        return Err(unsupported(
-            "n",
-            "ollama returns one choice per request; `n` must be 1",
-        ));
+        return Err(unsupported("n", "ollama returns one choice per request; `n` must be 1"));
     }
     let mut tool_names_by_id: HashMap<String, String> = HashMap::new();
     let mut messages = Vec::with_capacity(request.messages.len());
@@ -42,12 +35,7 @@ pub fn chat_request(request: ChatCompletionRequest) -> Result<wire::ChatRequest,
         };
         let (content, images) = flatten_content(message.content, i)?;
         let mut tool_calls = Vec::new();
-        for (j, call) in message
-            .tool_calls
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
+        for (j, call) in message.tool_calls.unwrap_or_default().into_iter().enumerate() {
             let Some(function) = call.function else {
                 return Err(unsupported(
                     format!("messages[{i}].tool_calls[{j}]"),
@@ -63,11 +51,7 @@ pub fn chat_request(request: ChatCompletionRequest) -> Result<wire::ChatRequest,
             tool_names_by_id.insert(call.id.clone(), function.name.clone());
             tool_calls.push(wire::ToolCall {
                 id: Some(call.id),
-                function: wire::ToolCallFunction {
-                    index: None,
-                    name: function.name,
-                    arguments,
-                },
+                function: wire::ToolCallFunction { index: None, name: function.name, arguments },
             });
         }
         let tool_name = match (&message.tool_call_id, message.role) {
@@ -91,10 +75,7 @@ pub fn chat_request(request: ChatCompletionRequest) -> Result<wire::ChatRequest,
             let mut functions = Vec::with_capacity(tools.len());
             for (i, tool) in tools.into_iter().enumerate() {
                 let Some(mut function) = tool.function.filter(|_| tool.kind == "function") else {
-                    return Err(unsupported(
-                        format!("tools[{i}]"),
-                        "ollama supports only `function` tools",
-                    ));
+                    return Err(unsupported(format!("tools[{i}]"), "ollama supports only `function` tools"));
                 };
                 function.strict = None;
                 functions.push(json!({"type": "function", "function": function}));
@@ -108,24 +89,12 @@ pub fn chat_request(request: ChatCompletionRequest) -> Result<wire::ChatRequest,
         Some(format) => match (format.kind.as_str(), format.json_schema) {
             ("text", _) => None,
             ("json_object", _) => Some(Value::String("json".into())),
-            (
-                "json_schema",
-                Some(JsonSchemaFormat {
-                    schema: Some(schema),
-                    ..
-                }),
-            ) => Some(schema),
+            ("json_schema", Some(JsonSchemaFormat { schema: Some(schema), .. })) => Some(schema),
             ("json_schema", _) => {
-                return Err(unsupported(
-                    "response_format.json_schema.schema",
-                    "is required",
-                ));
+                return Err(unsupported("response_format.json_schema.schema", "is required"));
             }
             (other, _) => {
-                return Err(unsupported(
-                    "response_format.type",
-                    format!("`{other}` is not supported by ollama"),
-                ));
+                return Err(unsupported("response_format.type", format!("`{other}` is not supported by ollama")));
             }
         },
     };
@@ -138,26 +107,11 @@ pub fn chat_request(request: ChatCompletionRequest) -> Result<wire::ChatRequest,
     };
     set("temperature", request.temperature.map(Value::from));
     set("top_p", request.top_p.map(Value::from));
-    set(
-        "num_predict",
-        request
-            .max_completion_tokens
-            .or(request.max_tokens)
-            .map(Value::from),
-    );
-    set(
-        "stop",
-        request.stop.map(|stop| Value::from(stop.into_vec())),
-    );
+    set("num_predict", request.max_completion_tokens.or(request.max_tokens).map(Value::from));
+    set("stop", request.stop.map(|stop| Value::from(stop.into_vec())));
     set("seed", request.seed.map(Value::from));
-    set(
-        "frequency_penalty",
-        request.frequency_penalty.map(Value::from),
-    );
-    set(
-        "presence_penalty",
-        request.presence_penalty.map(Value::from),
-    );
+    set("frequency_penalty", request.frequency_penalty.map(Value::from));
+    set("presence_penalty", request.presence_penalty.map(Value::from));
 
     let think = match request.reasoning_effort.as_deref() {
         None | Some("none") => Value::Bool(false),
@@ -165,10 +119,7 @@ pub fn chat_request(request: ChatCompletionRequest) -> Result<wire::ChatRequest,
         Some("xhigh") => Value::from("max"),
         Some(level @ ("low" | "medium" | "high" | "max")) => Value::from(level),
         Some(other) => {
-            return Err(unsupported(
-                "reasoning_effort",
-                format!("`{other}` is not a reasoning effort ollama knows"),
-            ));
+            return Err(unsupported("reasoning_effort", format!("`{other}` is not a reasoning effort ollama knows")));
         }
     };
 
@@ -187,10 +138,7 @@ pub fn chat_request(request: ChatCompletionRequest) -> Result<wire::ChatRequest,
 }
 
 /// Text joined by newlines; `data:` image URLs become Ollama's raw base64 `images`.
-fn flatten_content(
-    content: Option<MessageContent>,
-    i: usize,
-) -> Result<(String, Vec<String>), ProviderError> {
+fn flatten_content(content: Option<MessageContent>, i: usize) -> Result<(String, Vec<String>), ProviderError> {
     let parts = match content {
         None => return Ok((String::new(), Vec::new())),
         Some(MessageContent::Text(text)) => return Ok((text, Vec::new())),
@@ -231,57 +179,33 @@ fn parse_arguments(arguments: &str) -> Option<Value> {
     if arguments.trim().is_empty() {
         return Some(json!({}));
     }
-    serde_json::from_str::<Value>(arguments)
-        .ok()
-        .filter(Value::is_object)
+    serde_json::from_str::<Value>(arguments).ok().filter(Value::is_object)
 }
 
 /// Ollama has no `tool_choice`: `none` sends no tools, a named choice sends only that tool.
-fn filter_tools(
-    tools: Vec<Value>,
-    choice: Option<&Value>,
-) -> Result<Option<Vec<Value>>, ProviderError> {
+fn filter_tools(tools: Vec<Value>, choice: Option<&Value>) -> Result<Option<Vec<Value>>, ProviderError> {
     let allowed: Vec<&str> = match choice {
         None => return Ok(Some(tools)),
         Some(Value::String(mode)) if mode == "none" => return Ok(None),
         Some(Value::String(_)) => return Ok(Some(tools)),
         Some(choice) => match choice.get("type").and_then(Value::as_str) {
-            Some("function") => choice
-                .pointer("/function/name")
-                .and_then(Value::as_str)
-                .into_iter()
-                .collect(),
+            Some("function") => choice.pointer("/function/name").and_then(Value::as_str).into_iter().collect(),
             Some("allowed_tools") => choice
                 .pointer("/allowed_tools/tools")
                 .and_then(Value::as_array)
-                .map(|tools| {
-                    tools
-                        .iter()
-                        .filter_map(|t| t.pointer("/function/name").and_then(Value::as_str))
-                        .collect()
-                })
+                .map(|tools| tools.iter().filter_map(|t| t.pointer("/function/name").and_then(Value::as_str)).collect())
                 .unwrap_or_default(),
             _ => {
-                return Err(unsupported(
-                    "tool_choice",
-                    "is not a tool choice ollama can follow",
-                ));
+                return Err(unsupported("tool_choice", "is not a tool choice ollama can follow"));
             }
         },
     };
     let kept: Vec<Value> = tools
         .into_iter()
-        .filter(|tool| {
-            tool.pointer("/function/name")
-                .and_then(Value::as_str)
-                .is_some_and(|n| allowed.contains(&n))
-        })
+        .filter(|tool| tool.pointer("/function/name").and_then(Value::as_str).is_some_and(|n| allowed.contains(&n)))
         .collect();
     if kept.is_empty() {
-        return Err(unsupported(
-            "tool_choice",
-            "names a tool that is not in `tools`",
-        ));
+        return Err(unsupported("tool_choice", "names a tool that is not in `tools`"));
     }
     Ok(Some(kept))
 }
@@ -303,10 +227,7 @@ fn created(created_at: Option<&str>) -> u64 {
 }
 
 fn usage(chunk: &wire::ChatChunk) -> Usage {
-    Usage::new(
-        chunk.prompt_eval_count.unwrap_or(0),
-        chunk.eval_count.unwrap_or(0),
-    )
+    Usage::new(chunk.prompt_eval_count.unwrap_or(0), chunk.eval_count.unwrap_or(0))
 }
 
 /// An id in OpenAI's style for calls Ollama left without one (servers before v0.12.10).
@@ -320,10 +241,7 @@ fn openai_tool_call(call: wire::ToolCall) -> ToolCall {
     ToolCall {
         id: call.id.unwrap_or_else(tool_call_id),
         kind: "function".into(),
-        function: Some(FunctionCall {
-            name: call.function.name,
-            arguments: call.function.arguments.to_string(),
-        }),
+        function: Some(FunctionCall { name: call.function.name, arguments: call.function.arguments.to_string() }),
         extra: Default::default(),
     }
 }
@@ -331,12 +249,9 @@ fn openai_tool_call(call: wire::ToolCall) -> ToolCall {
 /// A whole `/api/chat` response as an OpenAI `chat.completion`.
 pub fn chat_completion(chunk: wire::ChatChunk, id: String) -> ChatCompletion {
     let message = chunk.message.as_ref();
-    let tool_calls: Vec<ToolCall> = message
-        .map(|m| m.tool_calls.iter().cloned().map(openai_tool_call).collect())
-        .unwrap_or_default();
-    let content = message
-        .map(|m| m.content.clone())
-        .filter(|c| !c.is_empty() || tool_calls.is_empty());
+    let tool_calls: Vec<ToolCall> =
+        message.map(|m| m.tool_calls.iter().cloned().map(openai_tool_call).collect()).unwrap_or_default();
+    let content = message.map(|m| m.content.clone()).filter(|c| !c.is_empty() || tool_calls.is_empty());
     ChatCompletion {
         id,
         object: "chat.completion".into(),
@@ -344,15 +259,11 @@ pub fn chat_completion(chunk: wire::ChatChunk, id: String) -> ChatCompletion {
         model: chunk.model.clone(),
         choices: vec![Choice {
             index: 0,
-            finish_reason: Some(
-                finish_reason(chunk.done_reason.as_deref(), !tool_calls.is_empty()).into(),
-            ),
+            finish_reason: Some(finish_reason(chunk.done_reason.as_deref(), !tool_calls.is_empty()).into()),
             message: ResponseMessage {
                 role: Role::Assistant,
                 content,
-                reasoning_content: message
-                    .and_then(|m| m.thinking.clone())
-                    .filter(|t| !t.is_empty()),
+                reasoning_content: message.and_then(|m| m.thinking.clone()).filter(|t| !t.is_empty()),
                 tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
                 refusal: None,
             },
@@ -418,10 +329,9 @@ impl StreamTranslator {
                     index: self.next_tool_index,
                     id: Some(call.id),
                     kind: Some("function".into()),
-                    function: call.function.map(|f| FunctionCallDelta {
-                        name: Some(f.name),
-                        arguments: Some(f.arguments),
-                    }),
+                    function: call
+                        .function
+                        .map(|f| FunctionCallDelta { name: Some(f.name), arguments: Some(f.arguments) }),
                 }]),
                 ..Delta::default()
             };
@@ -431,10 +341,7 @@ impl StreamTranslator {
         if chunk.done {
             let reason = finish_reason(chunk.done_reason.as_deref(), self.next_tool_index > 0);
             out.push(self.frame(Delta::default(), Some(reason)));
-            let usage = Usage::new(
-                chunk.prompt_eval_count.unwrap_or(0),
-                chunk.eval_count.unwrap_or(0),
-            );
+            let usage = Usage::new(chunk.prompt_eval_count.unwrap_or(0), chunk.eval_count.unwrap_or(0));
             if self.include_usage {
                 out.push(self.usage_frame(usage.clone()));
             }
@@ -485,24 +392,13 @@ pub fn embed_request(request: EmbeddingsRequest) -> Result<wire::EmbedRequest, P
         EmbeddingInput::Text(text) => vec![text],
         EmbeddingInput::Texts(texts) => texts,
         EmbeddingInput::Tokens(_) | EmbeddingInput::TokenBatches(_) => {
-            return Err(unsupported(
-                "input",
-                "ollama embeds text only; send strings, not token ids",
-            ));
+            return Err(unsupported("input", "ollama embeds text only; send strings, not token ids"));
         }
     };
-    Ok(wire::EmbedRequest {
-        model: request.model,
-        input,
-        dimensions: request.dimensions,
-        truncate: true,
-    })
+    Ok(wire::EmbedRequest { model: request.model, input, dimensions: request.dimensions, truncate: true })
 }
 
-pub fn embeddings_response(
-    response: wire::EmbedResponse,
-    format: EncodingFormat,
-) -> EmbeddingsResponse {
+pub fn embeddings_response(response: wire::EmbedResponse, format: EncodingFormat) -> EmbeddingsResponse {
     let tokens = response.prompt_eval_count.unwrap_or(0);
     EmbeddingsResponse {
         object: "list".into(),
@@ -517,11 +413,6 @@ pub fn embeddings_response(
                 embedding: EmbeddingVector::encode(values, format),
             })
             .collect(),
-        usage: Usage {
-            prompt_tokens: tokens,
-            completion_tokens: 0,
-            total_tokens: tokens,
-            extra: Default::default(),
-        },
+        usage: Usage { prompt_tokens: tokens, completion_tokens: 0, total_tokens: tokens, extra: Default::default() },
     }
 }

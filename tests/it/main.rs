@@ -1,0 +1,10 @@
+//! Integration tests: the real binary over HTTP, in front of mock providers that speak
+//! OpenAI's and Ollama's wire formats.
+
+mod chat_ollama;
+mod chat_openai;
+mod cli;
+mod errors;
+mod models_embeddings;
+mod python_sdk;
+mod support;

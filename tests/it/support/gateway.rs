@@ -1,0 +1,230 @@
+//! The real `switchyard` binary, started on a config written for the test.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const MASTER_KEY: &str = "sk-master-test-0123456789";
+pub const UPSTREAM_KEY: &str = "sk-upstream-secret-abcdef";
+
+pub struct Gateway {
+    pub url: String,
+    /// Holds the config files for as long as the process runs.
+    _dir: tempfile::TempDir,
+    child: Child,
+    stderr: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A config whose providers are the mock: `mockai` (OpenAI wire format, needs a key),
+/// `local` (Ollama wire format) and `nokey` (its key is never set).
+pub fn write_config(dir: &Path, mock_url: &str) {
+    std::fs::create_dir_all(dir.join("providers")).unwrap();
+    std::fs::create_dir_all(dir.join("policies")).unwrap();
+    std::fs::write(
+        dir.join("config.toml"),
+        r#"
+[server]
+listen = "127.0.0.1:0"
+max_body_bytes = 65536
+shutdown_grace_secs = 5
+
+[paths]
+providers = "providers"
+policies = "policies"
+
+[upstream]
+connect_timeout_ms = 1000
+request_timeout_ms = 1500
+stream_idle_timeout_ms = 1000
+
+[log]
+level = "info"
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("providers/mockai.toml"),
+        format!(
+            r#"
+# A provider that exists only in this test: no Rust change needed to add one.
+id = "mockai"
+wire = "openai"
+base_url = "${{MOCK_URL:-{mock_url}}}/v1"
+api_key_env = "MOCKAI_KEY"
+allow_unlisted_models = true
+
+[[models]]
+id = "gpt-mock"
+context_window = 128000
+max_output_tokens = 4096
+input_price = 1.0
+output_price = 2.0
+capabilities = ["tools", "json_schema", "streaming"]
+
+[[models]]
+id = "embed-mock"
+context_window = 8192
+max_output_tokens = 0
+input_price = 0.1
+output_price = 0.0
+capabilities = ["embeddings"]
+
+[[models]]
+id = "shared-model"
+context_window = 8192
+max_output_tokens = 1024
+input_price = 0.0
+output_price = 0.0
+capabilities = ["streaming"]
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("providers/local.toml"),
+        format!(
+            r#"
+id = "local"
+wire = "ollama"
+base_url = "{mock_url}"
+locality = "local"
+allow_unlisted_models = true
+
+[[models]]
+id = "llama-mock"
+context_window = 8192
+max_output_tokens = 8192
+input_price = 0.0
+output_price = 0.0
+capabilities = ["tools", "json_schema", "streaming"]
+
+[[models]]
+id = "shared-model"
+context_window = 8192
+max_output_tokens = 1024
+input_price = 0.0
+output_price = 0.0
+capabilities = ["streaming"]
+
+[[models]]
+id = "embed-local"
+context_window = 8192
+max_output_tokens = 0
+input_price = 0.0
+output_price = 0.0
+capabilities = ["embeddings"]
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("providers/nokey.toml"),
+        r#"
+id = "nokey"
+wire = "openai"
+base_url = "https://nokey.invalid/v1"
+api_key_env = "SWITCHYARD_TEST_NEVER_SET_KEY"
+
+[[models]]
+id = "lonely-model"
+context_window = 8192
+max_output_tokens = 1024
+input_price = 1.0
+output_price = 1.0
+capabilities = []
+"#,
+    )
+    .unwrap();
+}
+
+impl Gateway {
+    /// Starts the gateway on the mock with the master key set.
+    pub fn start(mock_url: &str) -> Gateway {
+        Gateway::start_with(mock_url, &[("SWITCHYARD_MASTER_KEY", MASTER_KEY)])
+    }
+
+    pub fn start_with(mock_url: &str, env: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        write_config(dir.path(), mock_url);
+        Gateway::spawn(dir, env)
+    }
+
+    pub fn spawn(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Gateway {
+        let mut command = Command::new(binary());
+        command.args(["serve", "--config"]).arg(dir.path().join("config.toml"));
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        Gateway::launch(command, dir)
+    }
+
+    /// Runs `command` (a `serve`) with a clean environment for the gateway's own
+    /// variables, and waits until it says where it listens.
+    pub fn launch(mut command: Command, dir: tempfile::TempDir) -> Gateway {
+        for name in ["SWITCHYARD_MASTER_KEY", "SWITCHYARD_LISTEN", "SWITCHYARD_CONFIG", "RUST_LOG"] {
+            if command.get_envs().all(|(key, _)| key != name) {
+                command.env_remove(name);
+            }
+        }
+        command
+            .env("MOCKAI_KEY", UPSTREAM_KEY)
+            .env("SWITCHYARD_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start switchyard");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (address_tx, address_rx) = std::sync::mpsc::channel();
+        let lines = BufReader::new(child.stderr.take().unwrap());
+        let log = stderr.clone();
+        let reader = std::thread::spawn(move || {
+            for line in lines.lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let _ = address_tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
+                }
+                log.lock().unwrap().push(line);
+            }
+        });
+        let address = match address_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(address) => address,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("switchyard did not start:\n{}", stderr.lock().unwrap().join("\n"));
+            }
+        };
+        Gateway { url: format!("http://{address}"), _dir: dir, child, stderr, reader: Some(reader) }
+    }
+
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        for _ in 0..100 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // The log is complete once the reader has seen the end of stderr.
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("switchyard did not exit after SIGTERM");
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_switchyard"))
+}

@@ -1,0 +1,76 @@
+pub mod gateway;
+pub mod mock;
+
+use serde_json::Value;
+
+pub use gateway::{Gateway, MASTER_KEY, UPSTREAM_KEY};
+pub use mock::MockUpstream;
+
+/// A client that never retries, so each test sees exactly what the gateway answered.
+pub fn client() -> reqwest::Client {
+    switchyard::providers::install_tls_provider();
+    reqwest::Client::builder().build().unwrap()
+}
+
+/// A started mock plus a gateway in front of it.
+pub async fn setup() -> (MockUpstream, Gateway) {
+    let mock = MockUpstream::start().await;
+    let gateway = Gateway::start(&mock.url);
+    (mock, gateway)
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `data:` payloads of an SSE body, in order.
+    pub fn sse_data(&self) -> Vec<String> {
+        self.text
+            .split("\n\n")
+            .filter(|event| !event.is_empty())
+            .map(|event| {
+                event.strip_prefix("data: ").unwrap_or_else(|| panic!("not an SSE data event: {event:?}")).to_owned()
+            })
+            .collect()
+    }
+}
+
+/// POSTs JSON with the master key and reads the whole answer.
+pub async fn post(gateway: &Gateway, path: &str, body: &Value) -> Reply {
+    send(client().post(format!("{}{path}", gateway.url)).bearer_auth(MASTER_KEY).body(body.to_string())).await
+}
+
+pub async fn get(gateway: &Gateway, path: &str) -> Reply {
+    send(client().get(format!("{}{path}", gateway.url)).bearer_auth(MASTER_KEY)).await
+}
+
+pub async fn send(request: reqwest::RequestBuilder) -> Reply {
+    let response = request.send().await.expect("request to the gateway");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("body");
+    Reply { status, headers, text }
+}
+
+/// Asserts OpenAI's error envelope and returns its `error` object.
+pub fn error_of(reply: &Reply, status: u16) -> Value {
+    assert_eq!(reply.status, status, "unexpected status; body: {}", reply.text);
+    let body = reply.json();
+    let error = body["error"].clone();
+    for key in ["message", "type", "param", "code"] {
+        assert!(error.get(key).is_some(), "error envelope lacks `{key}`: {body}");
+    }
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+    error
+}
