@@ -13,13 +13,14 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt, stream};
 
 use crate::auth::{self, AuthError, Principal};
 use crate::gateway::Gateway;
 use crate::protocol::parse::{self, InvalidRequest};
-use crate::protocol::{ChatCompletionRequest, EmbeddingsRequest, Usage};
-use crate::providers::{ChatReply, EventStream, ProviderError, StreamEvent};
+use crate::protocol::{ChatCompletionRequest, Usage};
+use crate::providers::{ChatReply, EventStream, ProviderError, StreamEvent, WireAdapter};
 use crate::routing::{self, Plan, Purpose, RoutingError, Target};
 
 /// What the edge knows of a request before the pipeline runs.
@@ -59,7 +60,7 @@ pub async fn chat(gateway: &Gateway, context: &RequestContext, body: &[u8]) -> R
     let plan = routing::plan(&gateway.registry, &request.model, Purpose::Chat)?;
     let request = enrich(request, &plan);
     let started = Instant::now();
-    let (target, reply) = dispatch_chat(&plan, request).await?;
+    let (target, reply) = dispatch(&plan, request, |r, model| r.model = model, |adapter, r| adapter.chat(r)).await?;
     let mut record = Settlement { request_id: context.request_id.clone(), target, started, usage: None, outcome: None };
     Ok(match reply {
         ChatReply::Complete { body, usage } => {
@@ -79,7 +80,8 @@ pub async fn embeddings(gateway: &Gateway, context: &RequestContext, body: &[u8]
     admit(gateway, &principal)?;
     let plan = routing::plan(&gateway.registry, &request.model, Purpose::Embeddings)?;
     let started = Instant::now();
-    let (target, reply) = dispatch_embeddings(&plan, request).await?;
+    let (target, reply) =
+        dispatch(&plan, request, |r, model| r.model = model, |adapter, r| adapter.embeddings(r)).await?;
     Settlement {
         request_id: context.request_id.clone(),
         target,
@@ -109,37 +111,18 @@ fn enrich(request: ChatCompletionRequest, _plan: &Plan) -> ChatCompletionRequest
 
 /// Phase 5: the attempts of the plan in order; the first answer wins. Only failures that
 /// say nothing about the request (unreachable, timed out) move on to the next attempt.
-async fn dispatch_chat(plan: &Plan, request: ChatCompletionRequest) -> Result<(Target, ChatReply), ProviderError> {
-    let mut last_error = None;
-    for target in &plan.attempts {
-        let Ok(adapter) = target.provider.adapter() else {
-            continue;
-        };
-        let mut attempt = request.clone();
-        attempt.model = target.model.clone();
-        match adapter.chat(attempt).await {
-            Ok(reply) => return Ok((target.clone(), reply)),
-            Err(error @ (ProviderError::Unreachable { .. } | ProviderError::Timeout { .. })) => {
-                last_error = Some(error)
-            }
-            Err(error) => return Err(error),
-        }
-    }
-    Err(last_error.unwrap_or_else(no_attempt))
-}
-
-async fn dispatch_embeddings(
+async fn dispatch<Request: Clone, Reply>(
     plan: &Plan,
-    request: EmbeddingsRequest,
-) -> Result<(Target, crate::providers::EmbeddingsReply), ProviderError> {
+    request: Request,
+    set_model: fn(&mut Request, String),
+    call: impl for<'a> Fn(&'a dyn WireAdapter, Request) -> BoxFuture<'a, Result<Reply, ProviderError>>,
+) -> Result<(Target, Reply), ProviderError> {
     let mut last_error = None;
     for target in &plan.attempts {
-        let Ok(adapter) = target.provider.adapter() else {
-            continue;
-        };
+        let Ok(adapter) = target.provider.adapter() else { continue };
         let mut attempt = request.clone();
-        attempt.model = target.model.clone();
-        match adapter.embeddings(attempt).await {
+        set_model(&mut attempt, target.model.clone());
+        match call(adapter, attempt).await {
             Ok(reply) => return Ok((target.clone(), reply)),
             Err(error @ (ProviderError::Unreachable { .. } | ProviderError::Timeout { .. })) => {
                 last_error = Some(error)

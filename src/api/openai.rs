@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Body;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use bytes::Bytes;
 use futures_util::stream;
 
@@ -19,17 +19,9 @@ use crate::protocol::models::{Model, ModelList};
 
 pub async fn chat_completions(
     State(gateway): State<Arc<Gateway>>,
-    Extension(RequestId(request_id)): Extension<RequestId>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    context: RequestContext,
+    RequestBody(body): RequestBody,
 ) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            return ApiError::from_body_rejection(rejection, gateway.config.max_body_bytes).into_response();
-        }
-    };
-    let context = context(request_id, &headers);
     match pipeline::chat(&gateway, &context, &body).await {
         Ok(ChatOutput::Complete(body)) => json(body),
         Ok(ChatOutput::Stream(frames)) => event_stream(frames),
@@ -39,29 +31,17 @@ pub async fn chat_completions(
 
 pub async fn embeddings(
     State(gateway): State<Arc<Gateway>>,
-    Extension(RequestId(request_id)): Extension<RequestId>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    context: RequestContext,
+    RequestBody(body): RequestBody,
 ) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            return ApiError::from_body_rejection(rejection, gateway.config.max_body_bytes).into_response();
-        }
-    };
-    let context = context(request_id, &headers);
     match pipeline::embeddings(&gateway, &context, &body).await {
         Ok(body) => json(body),
         Err(error) => ApiError::from(error).into_response(),
     }
 }
 
-pub async fn list_models(
-    State(gateway): State<Arc<Gateway>>,
-    Extension(RequestId(request_id)): Extension<RequestId>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(error) = pipeline::authenticate(&gateway, &context(request_id, &headers)) {
+pub async fn list_models(State(gateway): State<Arc<Gateway>>, context: RequestContext) -> Response {
+    if let Err(error) = pipeline::authenticate(&gateway, &context) {
         return ApiError::from(error).into_response();
     }
     Json(ModelList { object: "list".into(), data: available_models(&gateway).collect() }).into_response()
@@ -69,11 +49,10 @@ pub async fn list_models(
 
 pub async fn get_model(
     State(gateway): State<Arc<Gateway>>,
-    Extension(RequestId(request_id)): Extension<RequestId>,
-    headers: HeaderMap,
+    context: RequestContext,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(error) = pipeline::authenticate(&gateway, &context(request_id, &headers)) {
+    if let Err(error) = pipeline::authenticate(&gateway, &context) {
         return ApiError::from(error).into_response();
     }
     let bare_matches: Vec<Model> =
@@ -96,10 +75,28 @@ fn available_models(gateway: &Gateway) -> impl Iterator<Item = Model> + '_ {
     })
 }
 
-fn context(request_id: String, headers: &HeaderMap) -> RequestContext {
-    RequestContext {
-        request_id,
-        authorization: headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned),
+/// The raw request body; a body over the limit is a 413 in OpenAI's envelope.
+pub struct RequestBody(Bytes);
+
+impl FromRequest<Arc<Gateway>> for RequestBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, gateway: &Arc<Gateway>) -> Result<Self, ApiError> {
+        Bytes::from_request(request, gateway)
+            .await
+            .map(RequestBody)
+            .map_err(|rejection| ApiError::from_body_rejection(rejection, gateway.config.max_body_bytes))
+    }
+}
+
+/// The request id (set by the middleware) and the `Authorization` header.
+impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let request_id = parts.extensions.get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default();
+        let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok(RequestContext { request_id, authorization })
     }
 }
 

@@ -45,6 +45,11 @@ level = "info"
 "#,
     )
     .unwrap();
+    let mockai = [
+        model("gpt-mock", 1.0, 2.0, r#"["tools", "json_schema", "streaming"]"#),
+        model("embed-mock", 0.1, 0.0, r#"["embeddings"]"#),
+        model("shared-model", 0.0, 0.0, r#"["streaming"]"#),
+    ];
     std::fs::write(
         dir.join("providers/mockai.toml"),
         format!(
@@ -55,89 +60,39 @@ wire = "openai"
 base_url = "${{MOCK_URL:-{mock_url}}}/v1"
 api_key_env = "MOCKAI_KEY"
 allow_unlisted_models = true
-
-[[models]]
-id = "gpt-mock"
-context_window = 128000
-max_output_tokens = 4096
-input_price = 1.0
-output_price = 2.0
-capabilities = ["tools", "json_schema", "streaming"]
-
-[[models]]
-id = "embed-mock"
-context_window = 8192
-max_output_tokens = 0
-input_price = 0.1
-output_price = 0.0
-capabilities = ["embeddings"]
-
-[[models]]
-id = "shared-model"
-context_window = 8192
-max_output_tokens = 1024
-input_price = 0.0
-output_price = 0.0
-capabilities = ["streaming"]
-"#
+{}"#,
+            mockai.concat()
         ),
     )
     .unwrap();
+    let local = [
+        model("llama-mock", 0.0, 0.0, r#"["tools", "json_schema", "streaming"]"#),
+        model("shared-model", 0.0, 0.0, r#"["streaming"]"#),
+        model("embed-local", 0.0, 0.0, r#"["embeddings"]"#),
+    ];
     std::fs::write(
         dir.join("providers/local.toml"),
         format!(
-            r#"
-id = "local"
-wire = "ollama"
-base_url = "{mock_url}"
-locality = "local"
-allow_unlisted_models = true
-
-[[models]]
-id = "llama-mock"
-context_window = 8192
-max_output_tokens = 8192
-input_price = 0.0
-output_price = 0.0
-capabilities = ["tools", "json_schema", "streaming"]
-
-[[models]]
-id = "shared-model"
-context_window = 8192
-max_output_tokens = 1024
-input_price = 0.0
-output_price = 0.0
-capabilities = ["streaming"]
-
-[[models]]
-id = "embed-local"
-context_window = 8192
-max_output_tokens = 0
-input_price = 0.0
-output_price = 0.0
-capabilities = ["embeddings"]
-"#
+            "id = \"local\"\nwire = \"ollama\"\nbase_url = \"{mock_url}\"\nlocality = \"local\"\nallow_unlisted_models = true\n{}",
+            local.concat()
         ),
     )
     .unwrap();
     std::fs::write(
         dir.join("providers/nokey.toml"),
-        r#"
-id = "nokey"
-wire = "openai"
-base_url = "https://nokey.invalid/v1"
-api_key_env = "SWITCHYARD_TEST_NEVER_SET_KEY"
-
-[[models]]
-id = "lonely-model"
-context_window = 8192
-max_output_tokens = 1024
-input_price = 1.0
-output_price = 1.0
-capabilities = []
-"#,
+        format!(
+            "id = \"nokey\"\nwire = \"openai\"\nbase_url = \"https://nokey.invalid/v1\"\napi_key_env = \"SWITCHYARD_TEST_NEVER_SET_KEY\"\n{}",
+            model("lonely-model", 1.0, 1.0, "[]")
+        ),
     )
     .unwrap();
+}
+
+/// One `[[models]]` entry of a provider catalog.
+fn model(id: &str, input_price: f64, output_price: f64, capabilities: &str) -> String {
+    format!(
+        "\n[[models]]\nid = \"{id}\"\ncontext_window = 8192\nmax_output_tokens = 1024\ninput_price = {input_price:?}\noutput_price = {output_price:?}\ncapabilities = {capabilities}\n"
+    )
 }
 
 impl Gateway {
