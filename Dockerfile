@@ -1,0 +1,28 @@
+# Build: a full Rust toolchain; the runtime image gets only the binary and data files.
+FROM rust:1-slim-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY config ./config
+COPY providers ./providers
+COPY policies ./policies
+RUN cargo build --release --locked --bin switchyard
+
+FROM debian:bookworm-slim
+# ca-certificates for TLS to providers; curl for the health check.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --home /app --shell /usr/sbin/nologin switchyard
+WORKDIR /app
+COPY --from=build /src/target/release/switchyard /usr/local/bin/switchyard
+COPY config ./config
+COPY providers ./providers
+COPY policies ./policies
+USER switchyard
+ENV SWITCHYARD_LISTEN=0.0.0.0:8080
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+  CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
+ENTRYPOINT ["switchyard"]
+CMD ["serve", "--config", "config/prod.toml"]
