@@ -118,9 +118,12 @@ async fn dispatch<Request: Clone, Reply>(
     call: impl for<'a> Fn(&'a dyn WireAdapter, Request) -> BoxFuture<'a, Result<Reply, ProviderError>>,
 ) -> Result<(Target, Reply), ProviderError> {
     let mut last_error = None;
-    for target in &plan.attempts {
+    let mut request = Some(request);
+    for (i, target) in plan.attempts.iter().enumerate() {
         let Ok(adapter) = target.provider.adapter() else { continue };
-        let mut attempt = request.clone();
+        // The last attempt takes the request itself: no copy on the common one-target path.
+        let mut attempt = if i + 1 == plan.attempts.len() { request.take() } else { request.clone() };
+        let Some(mut attempt) = attempt.take() else { break };
         set_model(&mut attempt, target.model.clone());
         match call(adapter, attempt).await {
             Ok(reply) => return Ok((target.clone(), reply)),

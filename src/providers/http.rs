@@ -47,17 +47,22 @@ impl Upstream {
         })
     }
 
-    /// POSTs a JSON body to `{base_url}/{path}`; returns the response if it is a 2xx.
+    /// `{base_url}/{path}`, parsed once when the adapter is built, not per request.
+    pub fn endpoint(&self, path: &str) -> Result<reqwest::Url, String> {
+        reqwest::Url::parse(&format!("{}/{}", self.base_url, path)).map_err(|error| format!("invalid base_url: {error}"))
+    }
+
+    /// POSTs a JSON body to `url`; returns the response if it is a 2xx.
     pub async fn post(
         &self,
-        path: &str,
+        url: &reqwest::Url,
         body: Vec<u8>,
         stream: bool,
         deadline: Instant,
     ) -> Result<reqwest::Response, ProviderError> {
         let mut request = self
             .client
-            .post(format!("{}/{}", self.base_url, path))
+            .post(url.clone())
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, if stream { "text/event-stream" } else { "application/json" })
             .body(body);

@@ -19,11 +19,17 @@ use crate::protocol::{ChatCompletionRequest, EmbeddingsRequest, ErrorEnvelope, U
 
 pub struct OpenAiAdapter {
     upstream: Arc<Upstream>,
+    chat_url: reqwest::Url,
+    embeddings_url: reqwest::Url,
 }
 
 impl OpenAiAdapter {
-    pub fn new(upstream: Upstream) -> Self {
-        OpenAiAdapter { upstream: Arc::new(upstream) }
+    pub fn new(upstream: Upstream) -> Result<Self, String> {
+        Ok(OpenAiAdapter {
+            chat_url: upstream.endpoint("chat/completions")?,
+            embeddings_url: upstream.endpoint("embeddings")?,
+            upstream: Arc::new(upstream),
+        })
     }
 
     async fn chat(&self, mut request: ChatCompletionRequest) -> Result<ChatReply, ProviderError> {
@@ -36,7 +42,7 @@ impl OpenAiAdapter {
             request.stream_options.get_or_insert_with(Default::default).include_usage = Some(true);
         }
         let body = serde_json::to_vec(&request).map_err(|e| self.upstream.invalid(e.to_string()))?;
-        let response = self.upstream.post("chat/completions", body, stream, deadline).await?;
+        let response = self.upstream.post(&self.chat_url, body, stream, deadline).await?;
         if !stream {
             let body = self.upstream.read_body(response, deadline).await?;
             let usage = parse_usage(&self.upstream, &body)?;
@@ -56,7 +62,7 @@ impl OpenAiAdapter {
     async fn embeddings(&self, request: EmbeddingsRequest) -> Result<EmbeddingsReply, ProviderError> {
         let deadline = Instant::now() + self.upstream.request_timeout;
         let body = serde_json::to_vec(&request).map_err(|e| self.upstream.invalid(e.to_string()))?;
-        let response = self.upstream.post("embeddings", body, false, deadline).await?;
+        let response = self.upstream.post(&self.embeddings_url, body, false, deadline).await?;
         let body = self.upstream.read_body(response, deadline).await?;
         let usage = parse_usage(&self.upstream, &body)?;
         Ok(EmbeddingsReply { body, usage })

@@ -71,7 +71,7 @@ fn build_adapter(spec: &ProviderSpec) -> Result<Box<dyn WireAdapter>, String> {
     };
     let upstream = Upstream::new(spec, key).map_err(|error| format!("cannot build an HTTP client: {error}"))?;
     Ok(match spec.wire {
-        WireFormat::Openai => Box::new(OpenAiAdapter::new(upstream)),
-        WireFormat::Ollama => Box::new(OllamaAdapter::new(upstream)),
+        WireFormat::Openai => Box::new(OpenAiAdapter::new(upstream)?),
+        WireFormat::Ollama => Box::new(OllamaAdapter::new(upstream)?),
     })
 }

@@ -21,11 +21,17 @@ pub use translate::{chat_completion, chat_request, embed_request, embeddings_res
 
 pub struct OllamaAdapter {
     upstream: Arc<Upstream>,
+    chat_url: reqwest::Url,
+    embed_url: reqwest::Url,
 }
 
 impl OllamaAdapter {
-    pub fn new(upstream: Upstream) -> Self {
-        OllamaAdapter { upstream: Arc::new(upstream) }
+    pub fn new(upstream: Upstream) -> Result<Self, String> {
+        Ok(OllamaAdapter {
+            chat_url: upstream.endpoint("api/chat")?,
+            embed_url: upstream.endpoint("api/embed")?,
+            upstream: Arc::new(upstream),
+        })
     }
 
     async fn chat(&self, request: ChatCompletionRequest) -> Result<ChatReply, ProviderError> {
@@ -34,7 +40,7 @@ impl OllamaAdapter {
         let stream = request.is_stream();
         let body = translate::chat_request(request)?;
         let body = serde_json::to_vec(&body).map_err(|e| self.upstream.invalid(e.to_string()))?;
-        let mut response = self.upstream.post("api/chat", body, false, deadline).await?;
+        let mut response = self.upstream.post(&self.chat_url, body, false, deadline).await?;
         let id = completion_id();
         if !stream {
             let body = self.upstream.read_body(response, deadline).await?;
@@ -108,7 +114,7 @@ impl OllamaAdapter {
         let format = request.encoding_format.unwrap_or(EncodingFormat::Float);
         let body = translate::embed_request(request)?;
         let body = serde_json::to_vec(&body).map_err(|e| self.upstream.invalid(e.to_string()))?;
-        let response = self.upstream.post("api/embed", body, false, deadline).await?;
+        let response = self.upstream.post(&self.embed_url, body, false, deadline).await?;
         let body = self.upstream.read_body(response, deadline).await?;
         let parsed = serde_json::from_slice(&body)
             .map_err(|error| self.upstream.invalid(format!("not an Ollama embed response: {error}")))?;
