@@ -49,7 +49,8 @@ impl Upstream {
 
     /// `{base_url}/{path}`, parsed once when the adapter is built, not per request.
     pub fn endpoint(&self, path: &str) -> Result<reqwest::Url, String> {
-        reqwest::Url::parse(&format!("{}/{}", self.base_url, path)).map_err(|error| format!("invalid base_url: {error}"))
+        reqwest::Url::parse(&format!("{}/{}", self.base_url, path))
+            .map_err(|error| format!("invalid base_url: {error}"))
     }
 
     /// POSTs a JSON body to `url`; returns the response if it is a 2xx.

@@ -2,7 +2,7 @@
 //! configured providers.
 
 pub mod catalog;
-mod framing;
+pub mod framing;
 mod http;
 pub mod ollama;
 pub mod openai;

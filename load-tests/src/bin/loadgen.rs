@@ -96,7 +96,10 @@ async fn connect(target: &Target) -> Result<http1::SendRequest<Full<Bytes>>, Str
 }
 
 /// One request: (status, first chunk after, total) or an error.
-async fn one(sender: &mut http1::SendRequest<Full<Bytes>>, target: &Target) -> Result<(u16, Duration, Duration), String> {
+async fn one(
+    sender: &mut http1::SendRequest<Full<Bytes>>,
+    target: &Target,
+) -> Result<(u16, Duration, Duration), String> {
     let mut request = Request::builder().method(target.method.clone()).uri(&target.path).header("host", &target.host);
     if !target.body.is_empty() {
         request = request.header("content-type", "application/json");

@@ -1,0 +1,177 @@
+"""Turns load-tests/results/raw/*.json into results/latest.md and results/chart.svg."""
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import subprocess
+
+ORDER = ["direct", "switchyard", "litellm", "portkey"]
+NAMES = {"direct": "mock directly (limit)", "switchyard": "switchyard", "litellm": "LiteLLM 1.106.2 (2 workers)", "portkey": "Portkey 1.15.2"}
+
+
+def load(raw, name):
+    path = raw / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def cpu_model():
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def fmt(value, digits=2):
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def ratio(a, b):
+    return None if not a or not b else a / b
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--raw", type=pathlib.Path, required=True)
+    parser.add_argument("--out", type=pathlib.Path, required=True)
+    parser.add_argument("--quick", default="0")
+    parser.add_argument("--placement", default="")
+    parser.add_argument("--open-streams", default="")
+    parser.add_argument("--command", default="load-tests/run.sh")
+    args = parser.parse_args()
+
+    rows = {}
+    for target in ORDER:
+        latency = load(args.raw, f"{target}-latency")
+        if latency is None:
+            continue
+        rows[target] = {
+            "latency": latency,
+            "throughput": load(args.raw, f"{target}-throughput"),
+            "streaming": load(args.raw, f"{target}-streaming"),
+            "open": load(args.raw, f"{target}-open-streams"),
+            "open_rss": load(args.raw, f"{target}-open-streams-rss"),
+            "memory": load(args.raw, f"{target}-memory"),
+        }
+    direct = rows.get("direct")
+    sy = rows.get("switchyard")
+
+    def get(row, scenario, *keys):
+        value = row and row.get(scenario)
+        for key in keys:
+            value = value and value.get(key)
+        return value
+
+    lines = []
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    quick = args.quick == "1"
+    lines.append("# switchyard benchmark" + (" (quick run: seconds per scenario, not comparable)" if quick else ""))
+    lines.append("")
+    lines.append(f"- Date: {now}")
+    lines.append(f"- Machine: {os.cpu_count()} cores, {cpu_model()}, Linux {platform.release()}")
+    lines.append(f"- Placement: {args.placement}")
+    lines.append(f"- switchyard: {'debug' if quick else 'release'} build, `load-tests/switchyard/config.toml`: master key auth on, JSON logs at warn, "
+                 "the OpenAI-format adapter to the mock. Rate limits, audit and policy routing do not exist yet, so they were not on.")
+    lines.append("- Load generator: `load-tests` `loadgen` (HTTP/1.1 keep-alive, one request at a time per connection; "
+                 "records latency and time to first body chunk; counts every non-2xx).")
+    lines.append("- Mock upstream: `load-tests` `mock-upstream`, zero delay, prebuilt bodies; 20 content chunks per stream.")
+    lines.append("")
+    lines.append("## Results")
+    lines.append("")
+    lines.append("| target | 1: p50 ms | 1: p99 ms | 1: added p50 / p99 ms | 2: req/s | 2: p50 / p99 ms | 2: vs direct | 2: switchyard ÷ target "
+                 "| 3: streams/s | 3: first chunk p50 / p99 ms | 3: added first chunk p99 ms | 4: streams ok / failed | 4: peak RSS MB | 5: idle RSS MB | 5: RSS after 2 MB |")
+    lines.append("|" + "---|" * 15)
+    for target, row in rows.items():
+        rps = get(row, "throughput", "rps")
+        added = lambda key: None if not direct else (get(row, "latency", "latency_ms", key) or 0) - (get(direct, "latency", "latency_ms", key) or 0)
+        added_ttfc = None if not direct else (get(row, "streaming", "first_chunk_ms", "p99") or 0) - (get(direct, "streaming", "first_chunk_ms", "p99") or 0)
+        open_ok = get(row, "open", "ok")
+        open_failed = (get(row, "open", "non_2xx") or 0) + (get(row, "open", "errors") or 0)
+        cells = [
+            NAMES[target],
+            fmt(get(row, "latency", "latency_ms", "p50"), 3),
+            fmt(get(row, "latency", "latency_ms", "p99"), 3),
+            "—" if target == "direct" else f"{fmt(added('p50'), 3)} / {fmt(added('p99'), 3)}",
+            fmt(rps, 0),
+            f"{fmt(get(row, 'throughput', 'latency_ms', 'p50'))} / {fmt(get(row, 'throughput', 'latency_ms', 'p99'))}",
+            f"{fmt(ratio(rps, get(direct, 'throughput', 'rps')) * 100 if direct and rps else None, 1)} %",
+            "—" if target == "switchyard" else f"{fmt(ratio(get(sy, 'throughput', 'rps'), rps), 1)}×",
+            fmt(get(row, "streaming", "rps"), 0),
+            f"{fmt(get(row, 'streaming', 'first_chunk_ms', 'p50'))} / {fmt(get(row, 'streaming', 'first_chunk_ms', 'p99'))}",
+            "—" if target == "direct" else fmt(added_ttfc, 3),
+            f"{open_ok if open_ok is not None else '—'} / {open_failed}",
+            fmt((get(row, "open_rss", "peak_rss_kb") or 0) / 1024, 1),
+            fmt((get(row, "memory", "idle_rss_kb") or 0) / 1024, 1),
+            fmt((get(row, "memory", "rss_after_throughput_kb") or 0) / 1024, 1),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Scenarios: 1 added latency, concurrency 1, non-streaming; 2 throughput, 50 connections, non-streaming; "
+                 "3 streaming, 50 connections, 20 chunks per response; "
+                 f"4 {args.open_streams} concurrent streams held open by a mock sending 1 chunk a second; "
+                 "5 memory (RSS of every process of the target, LiteLLM's workers included). "
+                 "Ratios are within this one run, so they hold on a noisy machine better than the absolute numbers.")
+    failures = [f"{t}/{s}: {get(r, s, 'first_failure')}" for t, r in rows.items() for s in ("latency", "throughput", "streaming", "open") if get(r, s, "first_failure")]
+    if failures:
+        lines.append("")
+        lines.append("First failure seen per run (non-2xx or transport error):")
+        lines.extend(f"- {f}" for f in failures)
+    lines.append("")
+    lines.append("## Commands")
+    lines.append("")
+    lines.append(f"`{args.command}` runs everything below; per target (URL, model and auth differ):")
+    lines.append("")
+    lines.append("```")
+    lines.append("loadgen --url $TARGET/v1/chat/completions --body '{\"model\":…,\"messages\":[…],\"max_tokens\":64,\"stream\":false}' --connections 1 --requests 2000      # 1")
+    lines.append("loadgen … --connections 50 --duration 20                          # 2")
+    lines.append("loadgen … (\"stream\":true) --connections 50 --duration 20        # 3")
+    lines.append(f"loadgen … (\"stream\":true, slow mock) --connections {args.open_streams} --requests {args.open_streams} --ramp-ms 3000   # 4")
+    lines.append("```")
+    if not quick:
+        lines.append("")
+        lines.append("![throughput and p99 per target](chart.svg)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "quick.md" if quick else "latest.md"
+    (args.out / name).write_text("\n".join(lines) + "\n")
+    if not quick:
+        (args.out / "chart.svg").write_text(chart(rows))
+    print(f"wrote {args.out / name}")
+
+
+def chart(rows):
+    """Two bar charts side by side: scenario 2 requests/s and p99 latency per target."""
+    targets = list(rows)
+    width, height, pad = 820, 360, 60
+    panel = (width - 3 * pad) / 2
+    colors = {"direct": "#9aa5b1", "switchyard": "#2f7d32", "litellm": "#c0392b", "portkey": "#2c5aa0"}
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+           '<rect width="100%" height="100%" fill="white"/>']
+    for p, (title, key, unit) in enumerate([("Throughput, 50 connections (req/s)", ("throughput", "rps"), "req/s"),
+                                            ("p99 latency, 50 connections (ms)", ("throughput", "latency_ms", "p99"), "ms")]):
+        x0 = pad + p * (panel + pad)
+        values = []
+        for t in targets:
+            v = rows[t]
+            for k in key:
+                v = v and v.get(k)
+            values.append(v or 0)
+        top = max(values) or 1
+        out.append(f'<text x="{x0}" y="24" font-size="14" font-weight="bold">{title}</text>')
+        bar = panel / max(len(targets), 1)
+        for i, (t, v) in enumerate(zip(targets, values)):
+            h = (height - 110) * v / top
+            x = x0 + i * bar + 8
+            y = height - 60 - h
+            out.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar - 16:.1f}" height="{h:.1f}" fill="{colors.get(t, "#777")}"/>')
+            out.append(f'<text x="{x + (bar - 16) / 2:.1f}" y="{y - 6:.1f}" text-anchor="middle">{v:,.0f}</text>' if unit == "req/s"
+                       else f'<text x="{x + (bar - 16) / 2:.1f}" y="{y - 6:.1f}" text-anchor="middle">{v:.2f}</text>')
+            out.append(f'<text x="{x + (bar - 16) / 2:.1f}" y="{height - 40}" text-anchor="middle">{t}</text>')
+        out.append(f'<line x1="{x0}" y1="{height - 60}" x2="{x0 + panel}" y2="{height - 60}" stroke="#333"/>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# switchyard side by side with LiteLLM and Portkey, in one run, on one machine.
+#
+#   load-tests/run.sh           every scenario, every target (installs oha, LiteLLM, Portkey)
+#   load-tests/run.sh --quick   a few seconds per scenario, direct and switchyard only (CI):
+#                               fails if switchyard answers anything but 2xx
+#
+# Targets: the mock directly (the physical limit), switchyard, LiteLLM (2 workers), Portkey.
+# Results: load-tests/results/latest.md and chart.svg (raw JSON in results/raw/).
+set -euo pipefail
+
+QUICK=0
+[[ "${1:-}" == "--quick" ]] && QUICK=1
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+RAW="$HERE/results/raw"
+mkdir -p "$RAW"
+rm -f "$RAW"/*.json
+
+MOCK_PORT=${BENCH_MOCK_PORT:-9100}
+SLOW_PORT=${BENCH_SLOW_MOCK_PORT:-9101}
+SWITCHYARD_PORT=${BENCH_GATEWAY_PORT:-9200}
+LITELLM_PORT=9300
+PORTKEY_PORT=9400
+MASTER_KEY=sk-bench-master
+export BENCH_MOCK_PORT=$MOCK_PORT BENCH_SLOW_MOCK_PORT=$SLOW_PORT BENCH_GATEWAY_PORT=$SWITCHYARD_PORT
+export BENCH_UPSTREAM_KEY=sk-bench-upstream
+
+# CPU placement: gateways on CPU 0; the mock and the load generator on CPU 1, so a
+# gateway never competes with the load it is measured under. Scenario 1 (latency at
+# concurrency 1) runs everything on CPU 0: on this VM a cross-CPU wake-up costs ~50 µs,
+# which would swamp the sub-millisecond cost being measured. One CPU: no pinning.
+if [[ $(nproc) -ge 2 ]]; then GW_CPU=0; LOAD_CPU=1; else GW_CPU=0; LOAD_CPU=0; fi
+
+if [[ $QUICK == 1 ]]; then
+  LATENCY_REQUESTS=200; SECONDS_PER_RUN=3; OPEN_STREAMS=200; SLOW_CHUNKS=3; PROFILE=dev; BIN="$ROOT/target/debug"
+else
+  LATENCY_REQUESTS=2000; SECONDS_PER_RUN=20; PROFILE=release; BIN="$ROOT/target/release"
+  # 10,000 streams need ~20,000 sockets in the gateway alone (client + upstream side);
+  # the open-file hard limit caps what a run here can hold: stay below it.
+  HARD_LIMIT=$(ulimit -Hn)
+  OPEN_STREAMS=$(( HARD_LIMIT >= 21000 ? 10000 : (HARD_LIMIT - 1000) / 2 / 1000 * 1000 ))
+  SLOW_CHUNKS=30
+fi
+ulimit -n "$(ulimit -Hn)"
+
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+log() { echo "==> $*" >&2; }
+
+# Starts a command in its own process group (so helpers and workers stop with it).
+start() {
+  local name=$1; shift
+  setsid "$@" >"$RAW/$name.log" 2>&1 &
+  PIDS+=("$!")
+  echo "$!"
+}
+
+wait_http() {
+  for _ in $(seq 1 300); do
+    curl -s -o /dev/null "$1" && return 0
+    sleep 0.2
+  done
+  echo "not reachable: $1" >&2; return 1
+}
+
+group_pids() { pgrep -g "$1" || true; }
+pin() { for pid in $(group_pids "$1"); do taskset -a -p -c "$2" "$pid" >/dev/null 2>&1 || true; done; }
+rss_kb() { local total=0; for pid in $(group_pids "$1"); do total=$(( total + $(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0) )); done; echo "$total"; }
+
+# ---- build and install ------------------------------------------------------------------
+log "building switchyard and the harness ($PROFILE)"
+(cd "$ROOT" && cargo build --profile "$PROFILE" -p switchyard -p switchyard-load-tests --bins)
+
+TARGETS=(direct switchyard)
+if [[ $QUICK == 0 ]]; then
+  command -v oha >/dev/null || { log "installing oha"; cargo install oha --locked; }
+  if [[ ! -x "$HERE/.venv-litellm/bin/litellm" ]]; then
+    log "installing LiteLLM 1.106.2 (never 1.107.0: a compromised release)"
+    python3 -m venv "$HERE/.venv-litellm"
+    "$HERE/.venv-litellm/bin/pip" install -q --disable-pip-version-check 'litellm[proxy]==1.106.2'
+  fi
+  if [[ ! -d "$HERE/.portkey/node_modules/@portkey-ai/gateway" ]]; then
+    log "installing Portkey gateway 1.15.2"
+    mkdir -p "$HERE/.portkey"
+    (cd "$HERE/.portkey" && npm init -y >/dev/null && npm install --no-audit --no-fund @portkey-ai/gateway@1.15.2)
+  fi
+  TARGETS+=(litellm portkey)
+fi
+
+# ---- start everything -------------------------------------------------------------------
+log "starting the mocks on CPU $LOAD_CPU"
+MOCK=$(start mock taskset -c "$LOAD_CPU" "$BIN/mock-upstream" --listen "127.0.0.1:$MOCK_PORT" --chunks 20)
+SLOW=$(start mock-slow taskset -c "$LOAD_CPU" "$BIN/mock-upstream" --listen "127.0.0.1:$SLOW_PORT" --chunks "$SLOW_CHUNKS" --chunk-delay-ms 1000)
+wait_http "http://127.0.0.1:$MOCK_PORT/v1/models"
+wait_http "http://127.0.0.1:$SLOW_PORT/v1/models"
+
+declare -A GROUP URL MODEL SLOW_MODEL AUTH EXTRA IDLE_RSS
+GROUP[direct]=$MOCK; URL[direct]="http://127.0.0.1:$MOCK_PORT"; MODEL[direct]=mock; AUTH[direct]=none; EXTRA[direct]=""
+
+log "starting switchyard on CPU $GW_CPU"
+GROUP[switchyard]=$(start switchyard env SWITCHYARD_MASTER_KEY=$MASTER_KEY taskset -c "$GW_CPU" \
+  "$BIN/switchyard" serve --config "$HERE/switchyard/config.toml")
+URL[switchyard]="http://127.0.0.1:$SWITCHYARD_PORT"; MODEL[switchyard]=bench/mock; SLOW_MODEL[switchyard]=benchslow/mock
+AUTH[switchyard]="authorization: Bearer $MASTER_KEY"; EXTRA[switchyard]=""
+
+if [[ $QUICK == 0 ]]; then
+  log "starting LiteLLM (2 workers) on CPU $GW_CPU"
+  GROUP[litellm]=$(start litellm env LITELLM_MASTER_KEY=$MASTER_KEY BENCH_MOCK_PORT=$MOCK_PORT BENCH_SLOW_MOCK_PORT=$SLOW_PORT \
+    taskset -c "$GW_CPU" "$HERE/.venv-litellm/bin/litellm" --config "$HERE/litellm/config.yaml" \
+    --host 127.0.0.1 --port $LITELLM_PORT --num_workers 2)
+  URL[litellm]="http://127.0.0.1:$LITELLM_PORT"; MODEL[litellm]=mock; SLOW_MODEL[litellm]=mock-slow
+  AUTH[litellm]="authorization: Bearer $MASTER_KEY"; EXTRA[litellm]=""
+
+  log "starting Portkey on CPU $GW_CPU"
+  GROUP[portkey]=$(start portkey env PORT=$PORTKEY_PORT taskset -c "$GW_CPU" \
+    node "$HERE/.portkey/node_modules/@portkey-ai/gateway/build/start-server.js" --port=$PORTKEY_PORT)
+  URL[portkey]="http://127.0.0.1:$PORTKEY_PORT"; MODEL[portkey]=mock; SLOW_MODEL[portkey]=mock
+  AUTH[portkey]="authorization: Bearer sk-unused"; EXTRA[portkey]="x-portkey-provider: openai"
+fi
+SLOW_MODEL[direct]=mock
+
+for target in "${TARGETS[@]}"; do
+  case $target in
+    direct) wait_http "${URL[$target]}/v1/models" ;;
+    switchyard) wait_http "${URL[$target]}/healthz" ;;
+    litellm) wait_http "${URL[$target]}/health/liveliness" ;;
+    portkey) wait_http "${URL[$target]}/" ;;
+  esac
+done
+sleep 2
+for target in "${TARGETS[@]}"; do IDLE_RSS[$target]=$(rss_kb "${GROUP[$target]}"); done
+
+# ---- scenarios -----------------------------------------------------------------------------
+PROMPT='"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one short sentence, please."}],"max_tokens":64,"temperature":0.7'
+
+# loadgen <target> <scenario> <cpu> <fast|slow> <stream true|false> args...
+loadgen() {
+  local target=$1 scenario=$2 cpu=$3 mock=$4 stream=$5; shift 5
+  local model=${MODEL[$target]} host="127.0.0.1:$MOCK_PORT"
+  if [[ $mock == slow ]]; then model=${SLOW_MODEL[$target]}; host="127.0.0.1:$SLOW_PORT"; fi
+  local url=${URL[$target]}/v1/chat/completions
+  [[ $target == direct && $mock == slow ]] && url="http://$host/v1/chat/completions"
+  local args=(--url "$url" --body "{\"model\":\"$model\",$PROMPT,\"stream\":$stream}" --label "$target/$scenario")
+  [[ ${AUTH[$target]} != none ]] && args+=(--header "${AUTH[$target]}")
+  [[ -n ${EXTRA[$target]} ]] && args+=(--header "${EXTRA[$target]}" --header "x-portkey-custom-host: http://$host/v1")
+  taskset -c "$cpu" "$BIN/loadgen" "${args[@]}" "$@" >"$RAW/$target-$scenario.json"
+  cat "$RAW/$target-$scenario.json" >&2
+}
+
+for target in "${TARGETS[@]}"; do
+  group=${GROUP[$target]}
+  log "$target: warm-up"
+  loadgen "$target" warmup "$LOAD_CPU" fast false --connections 10 --requests 500 >/dev/null 2>&1 || true
+
+  log "$target: scenario 1, added latency (concurrency 1, $LATENCY_REQUESTS requests, all on CPU $GW_CPU)"
+  pin "$group" "$GW_CPU"; pin "$MOCK" "$GW_CPU"
+  loadgen "$target" latency "$GW_CPU" fast false --connections 1 --requests "$LATENCY_REQUESTS"
+  pin "$MOCK" "$LOAD_CPU"
+
+  log "$target: scenario 2, throughput (50 connections, ${SECONDS_PER_RUN}s)"
+  loadgen "$target" throughput "$LOAD_CPU" fast false --connections 50 --duration "$SECONDS_PER_RUN"
+  echo "{\"idle_rss_kb\": ${IDLE_RSS[$target]}, \"rss_after_throughput_kb\": $(rss_kb "$group")}" >"$RAW/$target-memory.json"
+
+  log "$target: scenario 3, streaming (50 connections, ${SECONDS_PER_RUN}s, 20 chunks)"
+  loadgen "$target" streaming "$LOAD_CPU" fast true --connections 50 --duration "$SECONDS_PER_RUN"
+
+  log "$target: scenario 4, $OPEN_STREAMS concurrent streams held open ($SLOW_CHUNKS chunks, 1 a second)"
+  peak_file="$RAW/$target-peak.txt"; echo 0 >"$peak_file"
+  ( while :; do r=$(rss_kb "$group"); (( r > $(cat "$peak_file") )) && echo "$r" >"$peak_file"; sleep 0.5; done ) &
+  sampler=$!
+  loadgen "$target" open-streams "$LOAD_CPU" slow true --connections "$OPEN_STREAMS" --requests "$OPEN_STREAMS" --ramp-ms 3000
+  kill "$sampler" 2>/dev/null || true
+  echo "{\"peak_rss_kb\": $(cat "$peak_file")}" >"$RAW/$target-open-streams-rss.json"
+done
+
+# ---- report -------------------------------------------------------------------------------
+python3 "$HERE/report.py" --raw "$RAW" --out "$HERE/results" --quick "$QUICK" \
+  --placement "gateways on CPU $GW_CPU; mock and load generator on CPU $LOAD_CPU; scenario 1 all on CPU $GW_CPU" \
+  --open-streams "$OPEN_STREAMS" --command "load-tests/run.sh${1:+ $1}"
+
+if [[ $QUICK == 1 ]]; then
+  python3 - "$RAW" <<'PY'
+import json, pathlib, sys
+bad = []
+for path in sorted(pathlib.Path(sys.argv[1]).glob("switchyard-*.json")):
+    data = json.loads(path.read_text())
+    if "ok" in data and (data["non_2xx"] or data["errors"] or not data["ok"]):
+        bad.append(f"{path.name}: ok={data['ok']} non_2xx={data['non_2xx']} errors={data['errors']} first failure: {data['first_failure']}")
+if bad:
+    sys.exit("switchyard failed requests during the benchmark:\n" + "\n".join(bad))
+print("quick benchmark: switchyard answered every request with 2xx")
+PY
+fi
