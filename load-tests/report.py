@@ -54,6 +54,7 @@ def main():
             "open": load(args.raw, f"{target}-open-streams"),
             "open_rss": load(args.raw, f"{target}-open-streams-rss"),
             "memory": load(args.raw, f"{target}-memory"),
+            "oha": load(args.raw, f"{target}-throughput-oha"),
         }
     direct = rows.get("direct")
     sy = rows.get("switchyard")
@@ -81,8 +82,8 @@ def main():
     lines.append("## Results")
     lines.append("")
     lines.append("| target | 1: p50 ms | 1: p99 ms | 1: added p50 / p99 ms | 2: req/s | 2: p50 / p99 ms | 2: vs direct | 2: switchyard ÷ target "
-                 "| 3: streams/s | 3: first chunk p50 / p99 ms | 3: added first chunk p99 ms | 4: streams ok / failed | 4: peak RSS MB | 5: idle RSS MB | 5: RSS after 2 MB |")
-    lines.append("|" + "---|" * 15)
+                 "| 2: req/s by oha | 3: streams/s | 3: first chunk p50 / p99 ms | 3: added first chunk p99 ms | 4: streams ok / failed | 4: peak RSS MB | 5: idle RSS MB | 5: RSS after 2 MB |")
+    lines.append("|" + "---|" * 16)
     for target, row in rows.items():
         rps = get(row, "throughput", "rps")
         added = lambda key: None if not direct else (get(row, "latency", "latency_ms", key) or 0) - (get(direct, "latency", "latency_ms", key) or 0)
@@ -98,6 +99,7 @@ def main():
             f"{fmt(get(row, 'throughput', 'latency_ms', 'p50'))} / {fmt(get(row, 'throughput', 'latency_ms', 'p99'))}",
             f"{fmt(ratio(rps, get(direct, 'throughput', 'rps')) * 100 if direct and rps else None, 1)} %",
             "—" if target == "switchyard" else f"{fmt(ratio(get(sy, 'throughput', 'rps'), rps), 1)}×",
+            fmt(get(row, "oha", "summary", "requestsPerSec"), 0),
             fmt(get(row, "streaming", "rps"), 0),
             f"{fmt(get(row, 'streaming', 'first_chunk_ms', 'p50'))} / {fmt(get(row, 'streaming', 'first_chunk_ms', 'p99'))}",
             "—" if target == "direct" else fmt(added_ttfc, 3),

@@ -53,12 +53,13 @@ trap cleanup EXIT
 
 log() { echo "==> $*" >&2; }
 
-# Starts a command in its own process group (so helpers and workers stop with it).
+# Starts a command in its own process group (so helpers and workers stop with it);
+# its pid, which is also the group id, is left in STARTED.
 start() {
   local name=$1; shift
   setsid "$@" >"$RAW/$name.log" 2>&1 &
-  PIDS+=("$!")
-  echo "$!"
+  STARTED=$!
+  PIDS+=("$STARTED")
 }
 
 wait_http() {
@@ -95,46 +96,52 @@ fi
 
 # ---- start everything -------------------------------------------------------------------
 log "starting the mocks on CPU $LOAD_CPU"
-MOCK=$(start mock taskset -c "$LOAD_CPU" "$BIN/mock-upstream" --listen "127.0.0.1:$MOCK_PORT" --chunks 20)
-SLOW=$(start mock-slow taskset -c "$LOAD_CPU" "$BIN/mock-upstream" --listen "127.0.0.1:$SLOW_PORT" --chunks "$SLOW_CHUNKS" --chunk-delay-ms 1000)
+start mock taskset -c "$LOAD_CPU" "$BIN/mock-upstream" --listen "127.0.0.1:$MOCK_PORT" --chunks 20
+MOCK=$STARTED
+start mock-slow taskset -c "$LOAD_CPU" "$BIN/mock-upstream" --listen "127.0.0.1:$SLOW_PORT" --chunks "$SLOW_CHUNKS" --chunk-delay-ms 1000
 wait_http "http://127.0.0.1:$MOCK_PORT/v1/models"
 wait_http "http://127.0.0.1:$SLOW_PORT/v1/models"
 
-declare -A GROUP URL MODEL SLOW_MODEL AUTH EXTRA IDLE_RSS
-GROUP[direct]=$MOCK; URL[direct]="http://127.0.0.1:$MOCK_PORT"; MODEL[direct]=mock; AUTH[direct]=none; EXTRA[direct]=""
-
-log "starting switchyard on CPU $GW_CPU"
-GROUP[switchyard]=$(start switchyard env SWITCHYARD_MASTER_KEY=$MASTER_KEY taskset -c "$GW_CPU" \
-  "$BIN/switchyard" serve --config "$HERE/switchyard/config.toml")
+# Each gateway runs alone: started when its turn comes, stopped after its scenarios, so
+# none pays for another's background work (LiteLLM's workers keep a CPU busy at idle).
+declare -A GROUP URL MODEL SLOW_MODEL AUTH EXTRA
+URL[direct]="http://127.0.0.1:$MOCK_PORT"; MODEL[direct]=mock; SLOW_MODEL[direct]=mock; AUTH[direct]=none; EXTRA[direct]=""
 URL[switchyard]="http://127.0.0.1:$SWITCHYARD_PORT"; MODEL[switchyard]=bench/mock; SLOW_MODEL[switchyard]=benchslow/mock
 AUTH[switchyard]="authorization: Bearer $MASTER_KEY"; EXTRA[switchyard]=""
+URL[litellm]="http://127.0.0.1:$LITELLM_PORT"; MODEL[litellm]=mock; SLOW_MODEL[litellm]=mock-slow
+AUTH[litellm]="authorization: Bearer $MASTER_KEY"; EXTRA[litellm]=""
+URL[portkey]="http://127.0.0.1:$PORTKEY_PORT"; MODEL[portkey]=mock; SLOW_MODEL[portkey]=mock
+AUTH[portkey]="authorization: Bearer sk-unused"; EXTRA[portkey]="x-portkey-provider: openai"
 
-if [[ $QUICK == 0 ]]; then
-  log "starting LiteLLM (2 workers) on CPU $GW_CPU"
-  GROUP[litellm]=$(start litellm env LITELLM_MASTER_KEY=$MASTER_KEY BENCH_MOCK_PORT=$MOCK_PORT BENCH_SLOW_MOCK_PORT=$SLOW_PORT \
-    taskset -c "$GW_CPU" "$HERE/.venv-litellm/bin/litellm" --config "$HERE/litellm/config.yaml" \
-    --host 127.0.0.1 --port $LITELLM_PORT --num_workers 2)
-  URL[litellm]="http://127.0.0.1:$LITELLM_PORT"; MODEL[litellm]=mock; SLOW_MODEL[litellm]=mock-slow
-  AUTH[litellm]="authorization: Bearer $MASTER_KEY"; EXTRA[litellm]=""
-
-  log "starting Portkey on CPU $GW_CPU"
-  GROUP[portkey]=$(start portkey env PORT=$PORTKEY_PORT taskset -c "$GW_CPU" \
-    node "$HERE/.portkey/node_modules/@portkey-ai/gateway/build/start-server.js" --port=$PORTKEY_PORT)
-  URL[portkey]="http://127.0.0.1:$PORTKEY_PORT"; MODEL[portkey]=mock; SLOW_MODEL[portkey]=mock
-  AUTH[portkey]="authorization: Bearer sk-unused"; EXTRA[portkey]="x-portkey-provider: openai"
-fi
-SLOW_MODEL[direct]=mock
-
-for target in "${TARGETS[@]}"; do
-  case $target in
-    direct) wait_http "${URL[$target]}/v1/models" ;;
-    switchyard) wait_http "${URL[$target]}/healthz" ;;
-    litellm) wait_http "${URL[$target]}/health/liveliness" ;;
-    portkey) wait_http "${URL[$target]}/" ;;
+# start_target <name>: starts it pinned to the gateway CPU, waits until it answers.
+start_target() {
+  case $1 in
+    direct) GROUP[direct]=$MOCK; return ;;
+    switchyard)
+      start switchyard env SWITCHYARD_MASTER_KEY=$MASTER_KEY taskset -c "$GW_CPU" \
+        "$BIN/switchyard" serve --config "$HERE/switchyard/config.toml"
+      GROUP[switchyard]=$STARTED
+      wait_http "${URL[switchyard]}/healthz" ;;
+    litellm)
+      start litellm env LITELLM_MASTER_KEY=$MASTER_KEY taskset -c "$GW_CPU" \
+        "$HERE/.venv-litellm/bin/litellm" --config "$HERE/litellm/config.yaml" --host 127.0.0.1 --port $LITELLM_PORT --num_workers 2
+      GROUP[litellm]=$STARTED
+      wait_http "${URL[litellm]}/health/liveliness" ;;
+    portkey)
+      start portkey env PORT=$PORTKEY_PORT taskset -c "$GW_CPU" \
+        node "$HERE/.portkey/node_modules/@portkey-ai/gateway/build/start-server.js" --port=$PORTKEY_PORT
+      GROUP[portkey]=$STARTED
+      wait_http "${URL[portkey]}/" ;;
   esac
-done
-sleep 2
-for target in "${TARGETS[@]}"; do IDLE_RSS[$target]=$(rss_kb "${GROUP[$target]}"); done
+  sleep 3
+}
+
+stop_target() {
+  [[ $1 == direct ]] && return
+  kill -- "-${GROUP[$1]}" 2>/dev/null || true
+  sleep 2
+  kill -9 -- "-${GROUP[$1]}" 2>/dev/null || true
+}
 
 # ---- scenarios -----------------------------------------------------------------------------
 PROMPT='"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one short sentence, please."}],"max_tokens":64,"temperature":0.7'
@@ -154,7 +161,10 @@ loadgen() {
 }
 
 for target in "${TARGETS[@]}"; do
+  log "$target: starting on CPU $GW_CPU"
+  start_target "$target"
   group=${GROUP[$target]}
+  idle_rss=$(rss_kb "$group")
   log "$target: warm-up"
   loadgen "$target" warmup "$LOAD_CPU" fast false --connections 10 --requests 500 >/dev/null 2>&1 || true
 
@@ -165,7 +175,16 @@ for target in "${TARGETS[@]}"; do
 
   log "$target: scenario 2, throughput (50 connections, ${SECONDS_PER_RUN}s)"
   loadgen "$target" throughput "$LOAD_CPU" fast false --connections 50 --duration "$SECONDS_PER_RUN"
-  echo "{\"idle_rss_kb\": ${IDLE_RSS[$target]}, \"rss_after_throughput_kb\": $(rss_kb "$group")}" >"$RAW/$target-memory.json"
+  echo "{\"idle_rss_kb\": $idle_rss, \"rss_after_throughput_kb\": $(rss_kb "$group")}" >"$RAW/$target-memory.json"
+
+  if [[ $QUICK == 0 ]]; then
+    log "$target: scenario 2 again, measured by oha (an independent load generator)"
+    oha_args=(-z "${SECONDS_PER_RUN}s" -c 50 --no-tui --output-format json -m POST -T application/json
+      -d "{\"model\":\"${MODEL[$target]}\",$PROMPT,\"stream\":false}")
+    [[ ${AUTH[$target]} != none ]] && oha_args+=(-H "${AUTH[$target]}")
+    [[ -n ${EXTRA[$target]} ]] && oha_args+=(-H "${EXTRA[$target]}" -H "x-portkey-custom-host: http://127.0.0.1:$MOCK_PORT/v1")
+    taskset -c "$LOAD_CPU" oha "${oha_args[@]}" "${URL[$target]}/v1/chat/completions" >"$RAW/$target-throughput-oha.json"
+  fi
 
   log "$target: scenario 3, streaming (50 connections, ${SECONDS_PER_RUN}s, 20 chunks)"
   loadgen "$target" streaming "$LOAD_CPU" fast true --connections 50 --duration "$SECONDS_PER_RUN"
@@ -177,6 +196,7 @@ for target in "${TARGETS[@]}"; do
   loadgen "$target" open-streams "$LOAD_CPU" slow true --connections "$OPEN_STREAMS" --requests "$OPEN_STREAMS" --ramp-ms 3000
   kill "$sampler" 2>/dev/null || true
   echo "{\"peak_rss_kb\": $(cat "$peak_file")}" >"$RAW/$target-open-streams-rss.json"
+  stop_target "$target"
 done
 
 # ---- report -------------------------------------------------------------------------------

@@ -9,11 +9,6 @@ use switchyard::auth::MasterKey;
 use switchyard::config;
 use switchyard::gateway::Gateway;
 
-// A proxy allocates and frees many small buffers per request; mimalloc measured faster
-// than glibc's malloc on the benchmark (load-tests/).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// switchyard: one OpenAI-compatible endpoint in front of OpenAI, DeepSeek, Groq and Ollama.
 ///
 /// Point any OpenAI client at http://127.0.0.1:8080/v1 and name models as

@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use axum::serve::ListenerExt as _;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
 use crate::api;
@@ -28,7 +29,7 @@ pub async fn serve(gateway: Arc<Gateway>, listen: SocketAddr) -> Result<(), Serv
         return Err(ServeError::Unprotected(listen));
     }
     let shutdown = shutdown_signal()?;
-    let listener = TcpListener::bind(listen).await.map_err(|source| ServeError::Bind { addr: listen, source })?;
+    let listener = bind(listen).map_err(|source| ServeError::Bind { addr: listen, source })?;
     let local = listener.local_addr()?;
     let available: Vec<&str> = gateway.registry.iter().filter(|p| p.is_available()).map(|p| p.id()).collect();
     tracing::info!(config = %gateway.config.origin, providers = ?available, "switchyard listening on http://{local}");
@@ -38,6 +39,10 @@ pub async fn serve(gateway: Arc<Gateway>, listen: SocketAddr) -> Result<(), Serv
 
     let (stopping_tx, mut stopping_rx) = watch::channel(false);
     let grace = gateway.config.shutdown_grace;
+    // No Nagle delay on streamed chunks.
+    let listener = listener.tap_io(|connection| {
+        let _ = connection.set_nodelay(true);
+    });
     let server = axum::serve(listener, api::router(gateway)).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections; draining in-flight requests for up to {grace:?}");
@@ -52,6 +57,15 @@ pub async fn serve(gateway: Arc<Gateway>, listen: SocketAddr) -> Result<(), Serv
         () = grace_expired => tracing::warn!("grace period over; closing the remaining connections"),
     }
     Ok(())
+}
+
+/// A listener with a deep accept queue: a burst of new connections (clients reconnecting
+/// after a deploy) waits in the queue instead of being dropped into SYN retries.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// Resolves on SIGTERM or Ctrl-C. The handlers are registered when this is called, not

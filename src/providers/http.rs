@@ -180,17 +180,27 @@ enum ReadError {
 }
 
 async fn read_limited(mut response: reqwest::Response, limit: usize, deadline: Instant) -> Result<Bytes, ReadError> {
+    // Most bodies arrive in one piece: keep it as is; copy only when a second piece comes.
+    let mut first: Option<Bytes> = None;
     let mut body = BytesMut::new();
     loop {
         match timeout_at(deadline, response.chunk()).await {
             Err(_) => return Err(ReadError::Timeout),
             Ok(Err(error)) => return Err(ReadError::Transport(error)),
+            Ok(Ok(None)) if body.is_empty() => return Ok(first.unwrap_or_default()),
             Ok(Ok(None)) => return Ok(body.freeze()),
             Ok(Ok(Some(chunk))) => {
-                if body.len() + chunk.len() > limit {
+                let received = first.as_ref().map_or(0, Bytes::len) + body.len() + chunk.len();
+                if received > limit {
                     return Err(ReadError::TooLarge);
                 }
-                body.extend_from_slice(&chunk);
+                match first.take() {
+                    None if body.is_empty() => first = Some(chunk),
+                    earlier => {
+                        body.extend_from_slice(&earlier.unwrap_or_default());
+                        body.extend_from_slice(&chunk);
+                    }
+                }
             }
         }
     }

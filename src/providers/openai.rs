@@ -117,15 +117,14 @@ fn sse_events(upstream: Arc<Upstream>, response: reqwest::Response, client_wants
     };
     Box::pin(stream::unfold(state, |mut state| async move {
         loop {
-            if let Some(event) = state.pending.pop_front() {
+            while let Some(data) = state.decoder.next_event() {
+                state.on_event(data);
+            }
+            if let Some(event) = state.next_ready() {
                 return Some((event, state));
             }
             if state.finished {
                 return None;
-            }
-            if let Some(data) = state.decoder.next_event() {
-                state.on_event(data);
-                continue;
             }
             match state.upstream.next_chunk(&mut state.response).await {
                 Ok(Some(bytes)) => state.decoder.push(&bytes),
@@ -151,8 +150,24 @@ fn sse_events(upstream: Arc<Upstream>, response: reqwest::Response, client_wants
 }
 
 impl SseState {
+    /// The next event; frames that arrived in the same read leave as one write, so a fast
+    /// upstream's burst costs one pass through the HTTP stack, not one per chunk.
+    fn next_ready(&mut self) -> Option<Result<StreamEvent, ProviderError>> {
+        let first = self.pending.pop_front()?;
+        let Ok(StreamEvent::Frame(first)) = first else { return Some(first) };
+        if !matches!(self.pending.front(), Some(Ok(StreamEvent::Frame(_)))) {
+            return Some(Ok(StreamEvent::Frame(first)));
+        }
+        let mut merged = BytesMut::from(&first[..]);
+        while let Some(Ok(StreamEvent::Frame(next))) = self.pending.front() {
+            merged.extend_from_slice(next);
+            self.pending.pop_front();
+        }
+        Some(Ok(StreamEvent::Frame(merged.freeze())))
+    }
+
     fn on_event(&mut self, data: Bytes) {
-        if self.saw_done {
+        if self.saw_done || self.finished {
             return;
         }
         let trimmed = data.trim_ascii_start();

@@ -41,6 +41,9 @@ struct Args {
     /// Spread connection starts over this many ms (for many thousands of streams).
     #[arg(long, default_value_t = 0)]
     ramp_ms: u64,
+    /// Longest a single request may take before it counts as an error, in seconds.
+    #[arg(long, default_value_t = 120.0)]
+    timeout: f64,
     /// A label copied into the output.
     #[arg(long, default_value = "")]
     label: String,
@@ -124,7 +127,13 @@ async fn one(
     Ok((status, first_chunk.unwrap_or(total), total))
 }
 
-async fn worker(target: Arc<Target>, budget: Arc<AtomicUsize>, stop: Arc<AtomicBool>, delay: Duration) -> Samples {
+async fn worker(
+    target: Arc<Target>,
+    budget: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    delay: Duration,
+    timeout: Duration,
+) -> Samples {
     tokio::time::sleep(delay).await;
     let mut samples = Samples::default();
     let mut sender = None;
@@ -144,7 +153,10 @@ async fn worker(target: Arc<Target>, budget: Arc<AtomicUsize>, stop: Arc<AtomicB
             }
         }
         let Some(s) = sender.as_mut() else { continue };
-        match one(s, &target).await {
+        let outcome = tokio::time::timeout(timeout, one(s, &target))
+            .await
+            .unwrap_or_else(|_| Err(format!("no complete answer within {timeout:?}")));
+        match outcome {
             Ok((status, first, total)) => {
                 if (200..300).contains(&status) {
                     samples.ok += 1;
@@ -184,7 +196,13 @@ async fn main() {
     let workers: Vec<_> = (0..args.connections)
         .map(|i| {
             let delay = ramp.mul_f64(i as f64 / args.connections.max(1) as f64);
-            tokio::spawn(worker(target.clone(), budget.clone(), stop.clone(), delay))
+            tokio::spawn(worker(
+                target.clone(),
+                budget.clone(),
+                stop.clone(),
+                delay,
+                Duration::from_secs_f64(args.timeout),
+            ))
         })
         .collect();
     if let Some(seconds) = args.duration {

@@ -13,6 +13,7 @@ use axum::body::{Body, Bytes};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 use clap::Parser;
 use futures_util::stream;
 
@@ -148,7 +149,14 @@ async fn main() {
         .route("/v1/embeddings", post(move || async move { json(&responses.embeddings) }))
         .route("/api/embed", post(move || async move { json(&responses.ollama_embed) }))
         .route("/v1/models", get(move || async move { json(&responses.models) }));
-    let listener = tokio::net::TcpListener::bind(args.listen).await.expect("bind");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_reuseaddr(true).expect("reuseaddr");
+    socket.bind(args.listen).expect("bind");
+    let listener = socket.listen(4096).expect("listen");
     eprintln!("mock-upstream listening on http://{}", listener.local_addr().expect("address"));
+    // Chunks go out as written: without this, Nagle and delayed ACKs hold them ~40 ms.
+    let listener = listener.tap_io(|connection| {
+        let _ = connection.set_nodelay(true);
+    });
     axum::serve(listener, app).await.expect("serve");
 }
