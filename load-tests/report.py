@@ -40,6 +40,7 @@ def main():
     parser.add_argument("--placement", default="")
     parser.add_argument("--open-streams", default="")
     parser.add_argument("--command", default="load-tests/run.sh")
+    parser.add_argument("--hard-limit", default=str(__import__("resource").getrlimit(__import__("resource").RLIMIT_NOFILE)[1]))
     args = parser.parse_args()
 
     rows = {}
@@ -87,7 +88,8 @@ def main():
     for target, row in rows.items():
         rps = get(row, "throughput", "rps")
         added = lambda key: None if not direct else (get(row, "latency", "latency_ms", key) or 0) - (get(direct, "latency", "latency_ms", key) or 0)
-        added_ttfc = None if not direct else (get(row, "streaming", "first_chunk_ms", "p99") or 0) - (get(direct, "streaming", "first_chunk_ms", "p99") or 0)
+        streamed = get(row, "streaming", "ok")
+        added_ttfc = None if not direct or not streamed else get(row, "streaming", "first_chunk_ms", "p99") - get(direct, "streaming", "first_chunk_ms", "p99")
         open_ok = get(row, "open", "ok")
         open_failed = (get(row, "open", "non_2xx") or 0) + (get(row, "open", "errors") or 0)
         cells = [
@@ -101,7 +103,7 @@ def main():
             "—" if target == "switchyard" else f"{fmt(ratio(get(sy, 'throughput', 'rps'), rps), 1)}×",
             fmt(get(row, "oha", "summary", "requestsPerSec"), 0),
             fmt(get(row, "streaming", "rps"), 0),
-            f"{fmt(get(row, 'streaming', 'first_chunk_ms', 'p50'))} / {fmt(get(row, 'streaming', 'first_chunk_ms', 'p99'))}",
+            "no stream succeeded" if not streamed else f"{fmt(get(row, 'streaming', 'first_chunk_ms', 'p50'))} / {fmt(get(row, 'streaming', 'first_chunk_ms', 'p99'))}",
             "—" if target == "direct" else fmt(added_ttfc, 3),
             f"{open_ok if open_ok is not None else '—'} / {open_failed}",
             fmt((get(row, "open_rss", "peak_rss_kb") or 0) / 1024, 1),
@@ -112,14 +114,23 @@ def main():
     lines.append("")
     lines.append("Scenarios: 1 added latency, concurrency 1, non-streaming; 2 throughput, 50 connections, non-streaming; "
                  "3 streaming, 50 connections, 20 chunks per response; "
-                 f"4 {args.open_streams} concurrent streams held open by a mock sending 1 chunk a second; "
-                 "5 memory (RSS of every process of the target, LiteLLM's workers included). "
+                 f"4 {args.open_streams} concurrent streams held open by a mock sending 1 chunk a second"
+                 + (" (fewer than 10,000: this machine's open-file hard limit, `ulimit -Hn` = "
+                    f"{args.hard_limit}, cannot be raised without CAP_SYS_RESOURCE, and each proxied stream holds two sockets); "
+                    if args.open_streams and int(args.open_streams) < 10000 else "; ")
+                 + "5 memory (RSS of every process of the target, LiteLLM's workers included). "
                  "Ratios are within this one run, so they hold on a noisy machine better than the absolute numbers.")
     failures = [f"{t}/{s}: {get(r, s, 'first_failure')}" for t, r in rows.items() for s in ("latency", "throughput", "streaming", "open") if get(r, s, "first_failure")]
     if failures:
         lines.append("")
         lines.append("First failure seen per run (non-2xx or transport error):")
         lines.extend(f"- {f}" for f in failures)
+        for target in sorted({f.split("/")[0] for f in failures}):
+            log = args.raw / f"{target}.log"
+            errors = [l.strip() for l in log.read_text(errors="replace").splitlines() if "Error" in l] if log.exists() else []
+            if errors:
+                common = max(set(errors), key=errors.count)
+                lines.append(f"- {target}'s own log, most frequent error ({errors.count(common)}×): `{common[:200]}`")
     lines.append("")
     lines.append("## Commands")
     lines.append("")

@@ -123,7 +123,7 @@ start_target() {
       GROUP[switchyard]=$STARTED
       wait_http "${URL[switchyard]}/healthz" ;;
     litellm)
-      start litellm env LITELLM_MASTER_KEY=$MASTER_KEY taskset -c "$GW_CPU" \
+      start litellm env LITELLM_MASTER_KEY=$MASTER_KEY LITELLM_LOCAL_MODEL_COST_MAP=True taskset -c "$GW_CPU" \
         "$HERE/.venv-litellm/bin/litellm" --config "$HERE/litellm/config.yaml" --host 127.0.0.1 --port $LITELLM_PORT --num_workers 2
       GROUP[litellm]=$STARTED
       wait_http "${URL[litellm]}/health/liveliness" ;;
