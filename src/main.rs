@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use switchyard::auth::MasterKey;
 use switchyard::config;
 use switchyard::gateway::Gateway;
+use switchyard::providers::catalog::ApiKey;
 
 /// switchyard: one OpenAI-compatible endpoint in front of OpenAI, DeepSeek, Groq and Ollama.
 ///
@@ -105,10 +106,7 @@ fn check(config_path: Option<PathBuf>) -> ExitCode {
                 loaded.policies.len()
             );
             for provider in &loaded.providers {
-                if let config_key @ switchyard::providers::catalog::ApiKey::Missing { .. } = &provider.api_key {
-                    let switchyard::providers::catalog::ApiKey::Missing { env } = config_key else {
-                        continue;
-                    };
+                if let ApiKey::Missing { env } = &provider.api_key {
                     println!("  {}: unavailable until {env} is set ({})", provider.id, provider.source);
                 }
             }

@@ -66,7 +66,7 @@ pub fn embeddings_request(body: &[u8]) -> Result<EmbeddingsRequest, InvalidReque
 }
 
 /// Turns a failed typed parse into an error that names the field.
-fn explain(body: &[u8], error: serde_json::Error, locate: fn(&JsonObject) -> Option<InvalidRequest>) -> InvalidRequest {
+fn explain(body: &[u8], error: serde_json::Error, locate: fn(&JsonObject) -> Option<FieldError>) -> InvalidRequest {
     if error.is_syntax() || error.is_eof() {
         return InvalidRequest { message: format!("the request body is not valid JSON: {error}"), param: None };
     }
@@ -76,10 +76,30 @@ fn explain(body: &[u8], error: serde_json::Error, locate: fn(&JsonObject) -> Opt
     let Value::Object(object) = value else {
         return InvalidRequest { message: "the request body must be a JSON object".into(), param: None };
     };
-    locate(&object).unwrap_or_else(|| InvalidRequest { message: friendly(&error.to_string()), param: None })
+    locate(&object)
+        .map(|field| InvalidRequest::at(&field.path, field.detail))
+        .unwrap_or_else(|| InvalidRequest { message: friendly(&error.to_string()), param: None })
 }
 
-fn locate_chat_error(body: &JsonObject) -> Option<InvalidRequest> {
+/// What is wrong, and where (`""` for the value being checked itself).
+struct FieldError {
+    path: String,
+    detail: String,
+}
+
+impl FieldError {
+    fn new(path: &str, detail: impl Into<String>) -> Self {
+        FieldError { path: path.to_owned(), detail: detail.into() }
+    }
+
+    /// The same error, seen from the enclosing element (`messages[2]`).
+    fn within(self, outer: &str) -> Self {
+        let path = if self.path.is_empty() { outer.to_owned() } else { format!("{outer}.{}", self.path) };
+        FieldError { path, ..self }
+    }
+}
+
+fn locate_chat_error(body: &JsonObject) -> Option<FieldError> {
     require(body, "model")
         .or_else(|| require(body, "messages"))
         .or_else(|| check::<String>(body, "model"))
@@ -106,11 +126,10 @@ fn locate_chat_error(body: &JsonObject) -> Option<InvalidRequest> {
         .or_else(|| check::<String>(body, "reasoning_effort"))
 }
 
-fn locate_message_error(messages: &[Value]) -> Option<InvalidRequest> {
+fn locate_message_error(messages: &[Value]) -> Option<FieldError> {
     messages.iter().enumerate().find_map(|(i, message)| {
-        let path = format!("messages[{i}]");
         let Some(fields) = message.as_object() else {
-            return Some(InvalidRequest::at(&path, "must be an object"));
+            return Some(FieldError::new("", "must be an object").within(&format!("messages[{i}]")));
         };
         require(fields, "role")
             .or_else(|| check::<Role>(fields, "role"))
@@ -120,34 +139,32 @@ fn locate_message_error(messages: &[Value]) -> Option<InvalidRequest> {
             .or_else(|| {
                 let calls = fields.get("tool_calls")?;
                 let Some(calls) = calls.as_array() else {
-                    return Some(InvalidRequest::at("tool_calls", "must be an array"));
+                    return Some(FieldError::new("tool_calls", "must be an array"));
                 };
                 calls.iter().enumerate().find_map(|(j, call)| {
                     let call = call.as_object()?;
                     require(call, "id")
                         .or_else(|| check::<String>(call, "id"))
                         .or_else(|| check::<FunctionCall>(call, "function"))
-                        .map(|e| e.nested(&format!("tool_calls[{j}]")))
+                        .map(|e| e.within(&format!("tool_calls[{j}]")))
                 })
             })
-            .or_else(|| check::<ChatMessage>(&JsonObject::from_iter([("m".into(), message.clone())]), "m"))
-            .map(|e| e.nested(&path))
+            .or_else(|| check_value::<ChatMessage>(message, ""))
+            .map(|e| e.within(&format!("messages[{i}]")))
     })
 }
 
-fn locate_tools_error(body: &JsonObject) -> Option<InvalidRequest> {
+fn locate_tools_error(body: &JsonObject) -> Option<FieldError> {
     check::<Vec<Value>>(body, "tools").or_else(|| {
         let tools = body.get("tools")?.as_array()?;
         tools.iter().enumerate().find_map(|(i, tool)| {
             let fields = tool.as_object()?;
-            require(fields, "type")
-                .or_else(|| check::<Tool>(&JsonObject::from_iter([("tool".into(), tool.clone())]), "tool"))
-                .map(|e| e.nested(&format!("tools[{i}]")))
+            require(fields, "type").or_else(|| check_value::<Tool>(tool, "")).map(|e| e.within(&format!("tools[{i}]")))
         })
     })
 }
 
-fn locate_embeddings_error(body: &JsonObject) -> Option<InvalidRequest> {
+fn locate_embeddings_error(body: &JsonObject) -> Option<FieldError> {
     require(body, "model")
         .or_else(|| require(body, "input"))
         .or_else(|| check::<String>(body, "model"))
@@ -157,34 +174,28 @@ fn locate_embeddings_error(body: &JsonObject) -> Option<InvalidRequest> {
         .or_else(|| check::<String>(body, "user"))
 }
 
-fn require(object: &JsonObject, field: &str) -> Option<InvalidRequest> {
-    (!object.contains_key(field)).then(|| InvalidRequest::at(field, "is required"))
+fn require(object: &JsonObject, field: &str) -> Option<FieldError> {
+    (!object.contains_key(field)).then(|| FieldError::new(field, "is required"))
 }
 
-/// Deserialises `object[field]` (if present and not null) as `T`, reporting the path.
-fn check<T: DeserializeOwned>(object: &JsonObject, field: &str) -> Option<InvalidRequest> {
-    let value = object.get(field)?;
+/// Deserialises `object[field]` (if present and not null) as `T`.
+fn check<T: DeserializeOwned>(object: &JsonObject, field: &str) -> Option<FieldError> {
+    check_value::<T>(object.get(field)?, field)
+}
+
+/// Deserialises `value` as `T`, reporting the path below `path` where it fails.
+fn check_value<T: DeserializeOwned>(value: &Value, path: &str) -> Option<FieldError> {
     if value.is_null() {
         return None;
     }
     let error = serde_path_to_error::deserialize::<_, T>(value).err()?;
     let inner = error.path().to_string();
-    let path = if inner == "." { field.to_owned() } else { format!("{field}.{inner}") };
-    Some(InvalidRequest::at(&path, friendly(&error.into_inner().to_string())))
-}
-
-impl InvalidRequest {
-    /// Prefixes the field path with the enclosing element, e.g. `messages[2]`.
-    fn nested(self, outer: &str) -> Self {
-        let inner = self.param.unwrap_or_default();
-        let path = if inner.is_empty() || inner == "m" || inner == "tool" {
-            outer.to_owned()
-        } else {
-            format!("{outer}.{inner}")
-        };
-        let detail = self.message.split_once("`: ").map_or(self.message.as_str(), |(_, d)| d).to_owned();
-        InvalidRequest::at(&path, detail)
-    }
+    let detail = friendly(&error.into_inner().to_string());
+    Some(match (path.is_empty(), inner == ".") {
+        (_, true) => FieldError::new(path, detail),
+        (true, false) => FieldError::new(&inner, detail),
+        (false, false) => FieldError::new(&format!("{path}.{inner}"), detail),
+    })
 }
 
 /// Replaces serde's wording for untagged enums with what the field accepts.

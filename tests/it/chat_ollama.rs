@@ -101,12 +101,6 @@ async fn non_streaming_tool_calls_get_string_arguments_and_ids() {
     }
 }
 
-fn stream_chunks(text: &crate::support::Reply) -> Vec<Value> {
-    let data = text.sse_data();
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
-    data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect()
-}
-
 #[tokio::test]
 async fn ndjson_stream_becomes_openai_sse() {
     let (mock, gateway) = setup().await;
@@ -117,7 +111,7 @@ async fn ndjson_stream_becomes_openai_sse() {
     )
     .await;
     assert_eq!(mock.last().body["stream"], true);
-    let chunks = stream_chunks(&reply);
+    let chunks = reply.stream_chunks();
     let id = chunks[0]["id"].as_str().unwrap();
     assert!(
         chunks.iter().all(|c| c["id"] == id && c["created"] == 1748772000 && c["object"] == "chat.completion.chunk")
@@ -145,7 +139,7 @@ async fn ndjson_stream_without_usage_request_has_no_usage() {
         &json!({"model": "local/llama-mock", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}),
     )
     .await;
-    let chunks = stream_chunks(&reply);
+    let chunks = reply.stream_chunks();
     assert!(chunks.iter().all(|c| c.get("usage").is_none() && !c["choices"].as_array().unwrap().is_empty()));
 }
 
@@ -158,7 +152,7 @@ async fn streamed_tool_calls_are_one_delta_each_with_own_indexes() {
         &json!({"model": "local/llama-old", "stream": true, "tools": tools(), "messages": [{"role": "user", "content": "Weather?"}]}),
     )
     .await;
-    let chunks = stream_chunks(&reply);
+    let chunks = reply.stream_chunks();
     let calls: Vec<&Value> = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0)).collect();
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[0]["index"], 0);

@@ -33,11 +33,6 @@ async fn non_streaming_passes_the_request_through_with_unknown_fields() {
     assert!(!format!("{:?}", received.headers).contains(MASTER_KEY));
 }
 
-fn chunks(data: &[String]) -> Vec<Value> {
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "a stream must end with [DONE]: {data:?}");
-    data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect()
-}
-
 fn assembled_text(chunks: &[Value]) -> String {
     chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect()
 }
@@ -53,7 +48,7 @@ async fn streaming_injects_usage_upstream_and_strips_it_when_not_asked() {
     .await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("content-type"), Some("text/event-stream"));
-    let chunks = chunks(&reply.sse_data());
+    let chunks = reply.stream_chunks();
     assert_eq!(assembled_text(&chunks), REPLY);
     assert!(chunks.iter().all(|c| !c["choices"].as_array().unwrap().is_empty()), "the usage chunk must be stripped");
     assert_eq!(mock.last().body["stream_options"], json!({"include_usage": true}));
@@ -69,7 +64,7 @@ async fn streaming_keeps_the_usage_chunk_when_asked() {
                 "messages": [{"role": "user", "content": "Hi"}]}),
     )
     .await;
-    let chunks = chunks(&reply.sse_data());
+    let chunks = reply.stream_chunks();
     let last = chunks.last().unwrap();
     assert_eq!(last["choices"], json!([]));
     assert_eq!(last["usage"]["prompt_tokens"], PROMPT_TOKENS);
@@ -88,7 +83,7 @@ async fn streamed_tool_call_deltas_pass_through_unchanged() {
                 "tool_choice": "auto", "parallel_tool_calls": true}),
     )
     .await;
-    let chunks = chunks(&reply.sse_data());
+    let chunks = reply.stream_chunks();
     let deltas: Vec<&Value> = chunks.iter().filter_map(|c| c["choices"][0]["delta"].get("tool_calls")).collect();
     assert_eq!(deltas.len(), 6);
     assert_eq!(deltas[0][0]["id"], "call_w1");

@@ -305,6 +305,7 @@ impl StreamTranslator {
         }
         let message = chunk.message.unwrap_or_default();
         let thinking = message.thinking.filter(|t| !t.is_empty());
+        // The first chunk carries the role; later ones only what is new.
         if !message.content.is_empty() || thinking.is_some() || !self.sent_role {
             let delta = Delta {
                 role: (!self.sent_role).then_some(Role::Assistant),
@@ -313,13 +314,7 @@ impl StreamTranslator {
                 tool_calls: None,
             };
             self.sent_role = true;
-            if !(chunk.done
-                && delta.role.is_none()
-                && delta.content.as_deref() == Some("")
-                && delta.reasoning_content.is_none())
-            {
-                out.push(self.frame(delta, None));
-            }
+            out.push(self.frame(delta, None));
         }
         // Each Ollama call arrives whole: one delta per call, id and name sent once.
         for call in message.tool_calls {

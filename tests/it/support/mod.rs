@@ -34,6 +34,14 @@ impl Reply {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// The chunks of a stream that completed: every `data:` event parsed, and the stream
+    /// must end with `data: [DONE]`.
+    pub fn stream_chunks(&self) -> Vec<Value> {
+        let data = self.sse_data();
+        assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "a stream must end with [DONE]: {data:?}");
+        data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect()
+    }
+
     /// The `data:` payloads of an SSE body, in order.
     pub fn sse_data(&self) -> Vec<String> {
         self.text
