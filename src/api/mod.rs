@@ -1,18 +1,16 @@
-//! The HTTP front door: routes, the error envelope, request ids.
+//! The HTTP front door: routes, the error envelope, the edge middleware.
 
+mod edge;
 mod error;
 mod health;
 mod openai;
-mod request_id;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::middleware;
 use axum::routing::{get, post};
-use futures_util::FutureExt as _;
 
 pub use error::ApiError;
 
@@ -30,15 +28,6 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .fallback(|request: Request| async move { ApiError::not_found_route(request.uri().path()) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn(catch_panic))
-        .layer(middleware::from_fn(request_id::assign))
+        .layer(middleware::from_fn(edge::edge))
         .with_state(gateway)
-}
-
-/// A bug must cost one request a 500, never the connection without an answer.
-async fn catch_panic(request: Request, next: Next) -> Response {
-    match std::panic::AssertUnwindSafe(next.run(request)).catch_unwind().await {
-        Ok(response) => response,
-        Err(_) => ApiError::internal("the gateway hit an internal error; it has been logged").into_response(),
-    }
 }

@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::stream;
 
+use super::edge::RequestId;
 use super::error::{ApiError, stream_error_frame};
-use super::request_id::RequestId;
 use crate::gateway::Gateway;
 use crate::pipeline::{self, ChatOutput, FrameStream, RequestContext};
 use crate::protocol::models::{Model, ModelList};

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde_json::Value;
 use tokio::time::{Instant, timeout_at};
 
@@ -22,26 +22,38 @@ pub struct Upstream {
     pub provider: String,
     client: reqwest::Client,
     base_url: String,
-    api_key: Option<String>,
+    /// `Bearer <key>`, built once and marked sensitive so it is never logged.
+    authorization: Option<HeaderValue>,
     pub request_timeout: Duration,
     pub stream_idle_timeout: Duration,
 }
 
 impl Upstream {
-    pub fn new(spec: &ProviderSpec, api_key: Option<String>) -> Result<Self, reqwest::Error> {
+    /// The client for one provider, or why it cannot be built.
+    pub fn new(spec: &ProviderSpec, api_key: Option<String>) -> Result<Self, String> {
         install_tls_provider();
+        let authorization = match api_key {
+            None => None,
+            Some(key) => {
+                let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+                    .map_err(|_| "the API key contains characters an HTTP header cannot carry".to_owned())?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
         // One client per provider: its own keep-alive pool.
         let client = reqwest::Client::builder()
             .connect_timeout(spec.timeouts.connect)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .build()
+            .map_err(|error| format!("cannot build an HTTP client: {error}"))?;
         Ok(Upstream {
             provider: spec.id.clone(),
             client,
             base_url: spec.base_url.clone(),
-            api_key,
+            authorization,
             request_timeout: spec.timeouts.request,
             stream_idle_timeout: spec.timeouts.stream_idle,
         })
@@ -67,8 +79,8 @@ impl Upstream {
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, if stream { "text/event-stream" } else { "application/json" })
             .body(body);
-        if let Some(key) = &self.api_key {
-            request = request.header(AUTHORIZATION, format!("Bearer {key}"));
+        if let Some(authorization) = &self.authorization {
+            request = request.header(AUTHORIZATION, authorization.clone());
         }
         let response = match timeout_at(deadline, request.send()).await {
             Err(_) => return Err(self.timeout()),

@@ -69,7 +69,7 @@ fn build_adapter(spec: &ProviderSpec) -> Result<Box<dyn WireAdapter>, String> {
         ApiKey::Present(key) => Some(key.clone()),
         ApiKey::Missing { env } => return Err(format!("{env} is not set")),
     };
-    let upstream = Upstream::new(spec, key).map_err(|error| format!("cannot build an HTTP client: {error}"))?;
+    let upstream = Upstream::new(spec, key)?;
     Ok(match spec.wire {
         WireFormat::Openai => Box::new(OpenAiAdapter::new(upstream)?),
         WireFormat::Ollama => Box::new(OllamaAdapter::new(upstream)?),

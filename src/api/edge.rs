@@ -1,9 +1,14 @@
-//! `x-request-id` on every response: the client's own if it sent a sane one, else ours.
+//! What every request gets at the edge, in one middleware: an `x-request-id` (the
+//! client's own if it sent a sane one, else ours), and a 500 in OpenAI's shape instead of
+//! a dropped connection if a handler panics.
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt as _;
+
+use super::error::ApiError;
 
 pub const HEADER: &str = "x-request-id";
 
@@ -11,7 +16,7 @@ pub const HEADER: &str = "x-request-id";
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-pub async fn assign(mut request: Request, next: Next) -> Response {
+pub async fn edge(mut request: Request, next: Next) -> Response {
     let id = request
         .headers()
         .get(HEADER)
@@ -20,7 +25,10 @@ pub async fn assign(mut request: Request, next: Next) -> Response {
         .map_or_else(new_id, str::to_owned);
     let header = HeaderValue::from_str(&id).ok();
     request.extensions_mut().insert(RequestId(id));
-    let mut response = next.run(request).await;
+    let mut response = match std::panic::AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(response) => response,
+        Err(_) => ApiError::internal("the gateway hit an internal error; it has been logged").into_response(),
+    };
     if let Some(header) = header {
         response.headers_mut().insert(HEADER, header);
     }
