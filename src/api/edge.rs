@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt as _;
 
 use super::error::ApiError;
+use crate::protocol::random_id;
 
 pub const HEADER: &str = "x-request-id";
 
@@ -22,7 +23,7 @@ pub async fn edge(mut request: Request, next: Next) -> Response {
         .get(HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(new_id, str::to_owned);
+        .map_or_else(|| random_id("req_"), str::to_owned);
     let header = HeaderValue::from_str(&id).ok();
     request.extensions_mut().insert(RequestId(id));
     let mut response = match std::panic::AssertUnwindSafe(next.run(request)).catch_unwind().await {
@@ -33,11 +34,4 @@ pub async fn edge(mut request: Request, next: Next) -> Response {
         response.headers_mut().insert(HEADER, header);
     }
     response
-}
-
-fn new_id() -> String {
-    let mut id = String::with_capacity(28);
-    id.push_str("req_");
-    id.extend((0..24).map(|_| fastrand::alphanumeric()));
-    id
 }

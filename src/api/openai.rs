@@ -55,12 +55,14 @@ pub async fn get_model(
     if let Err(error) = pipeline::authenticate(&gateway, &context) {
         return ApiError::from(error).into_response();
     }
-    let bare_matches: Vec<Model> =
-        available_models(&gateway).filter(|m| m.id.split_once('/').is_some_and(|(_, model)| model == id)).collect();
-    match available_models(&gateway).find(|m| m.id == id) {
-        Some(model) => Json(model).into_response(),
-        None if bare_matches.len() == 1 => Json(bare_matches.into_iter().next()).into_response(),
-        None => ApiError::model_not_found(&id).into_response(),
+    if let Some(model) = available_models(&gateway).find(|m| m.id == id) {
+        return Json(model).into_response();
+    }
+    // A bare id names a model when exactly one usable provider serves it.
+    let mut bare = available_models(&gateway).filter(|m| m.id.split_once('/').is_some_and(|(_, model)| model == id));
+    match (bare.next(), bare.next()) {
+        (Some(model), None) => Json(model).into_response(),
+        _ => ApiError::model_not_found(&id).into_response(),
     }
 }
 

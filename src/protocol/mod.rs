@@ -21,3 +21,12 @@ pub use usage::Usage;
 
 /// A JSON object, as `serde_json` represents one.
 pub type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+/// An id in OpenAI's style: `prefix` and 24 random letters and digits (`chatcmpl-…`,
+/// `call_…`, `req_…`).
+pub fn random_id(prefix: &str) -> String {
+    let mut id = String::with_capacity(prefix.len() + 24);
+    id.push_str(prefix);
+    id.extend((0..24).map(|_| fastrand::alphanumeric()));
+    id
+}

@@ -192,26 +192,25 @@ enum ReadError {
 }
 
 async fn read_limited(mut response: reqwest::Response, limit: usize, deadline: Instant) -> Result<Bytes, ReadError> {
-    // Most bodies arrive in one piece: keep it as is; copy only when a second piece comes.
-    let mut first: Option<Bytes> = None;
-    let mut body = BytesMut::new();
+    // Most bodies arrive in one piece, which is returned without a copy; a buffer is made
+    // only when a second piece comes.
+    let mut first = Bytes::new();
+    let mut joined: Option<BytesMut> = None;
+    let mut received = 0;
     loop {
         match timeout_at(deadline, response.chunk()).await {
             Err(_) => return Err(ReadError::Timeout),
             Ok(Err(error)) => return Err(ReadError::Transport(error)),
-            Ok(Ok(None)) if body.is_empty() => return Ok(first.unwrap_or_default()),
-            Ok(Ok(None)) => return Ok(body.freeze()),
+            Ok(Ok(None)) => return Ok(joined.map_or(first, BytesMut::freeze)),
             Ok(Ok(Some(chunk))) => {
-                let received = first.as_ref().map_or(0, Bytes::len) + body.len() + chunk.len();
+                received += chunk.len();
                 if received > limit {
                     return Err(ReadError::TooLarge);
                 }
-                match first.take() {
-                    None if body.is_empty() => first = Some(chunk),
-                    earlier => {
-                        body.extend_from_slice(&earlier.unwrap_or_default());
-                        body.extend_from_slice(&chunk);
-                    }
+                if received == chunk.len() {
+                    first = chunk;
+                } else {
+                    joined.get_or_insert_with(|| BytesMut::from(&first[..])).extend_from_slice(&chunk);
                 }
             }
         }
@@ -225,6 +224,5 @@ fn root_cause(error: &reqwest::Error) -> String {
     while let Some(inner) = source.source() {
         source = inner;
     }
-    let text = source.to_string();
-    if std::ptr::addr_eq(source, error as &dyn std::error::Error) { error.to_string() } else { text }
+    source.to_string()
 }

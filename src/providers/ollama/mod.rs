@@ -15,7 +15,7 @@ use super::framing::LineDecoder;
 use super::http::{Upstream, error_envelope};
 use super::{ChatReply, EmbeddingsReply, EventStream, ProviderError, StreamEvent, WireAdapter};
 use crate::protocol::embeddings::EncodingFormat;
-use crate::protocol::{ChatCompletionRequest, EmbeddingsRequest};
+use crate::protocol::{ChatCompletionRequest, EmbeddingsRequest, random_id};
 
 pub use translate::{chat_completion, chat_request, embed_request, embeddings_response};
 
@@ -41,7 +41,8 @@ impl OllamaAdapter {
         let body = translate::chat_request(request)?;
         let body = serde_json::to_vec(&body).map_err(|e| self.upstream.invalid(e.to_string()))?;
         let mut response = self.upstream.post(&self.chat_url, body, false, deadline).await?;
-        let id = completion_id();
+        // Ours, unique per request: Ollama's own are not.
+        let id = random_id("chatcmpl-");
         if !stream {
             let body = self.upstream.read_body(response, deadline).await?;
             let chunk = self.parse_line(&body)?;
@@ -133,13 +134,6 @@ impl WireAdapter for OllamaAdapter {
     fn embeddings(&self, request: EmbeddingsRequest) -> BoxFuture<'_, Result<EmbeddingsReply, ProviderError>> {
         Box::pin(OllamaAdapter::embeddings(self, request))
     }
-}
-
-/// `chatcmpl-` and 24 random characters: unique per request (Ollama's own are not).
-pub fn completion_id() -> String {
-    let mut id = String::from("chatcmpl-");
-    id.extend((0..24).map(|_| fastrand::alphanumeric()));
-    id
 }
 
 struct NdjsonState {

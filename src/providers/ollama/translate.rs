@@ -10,7 +10,7 @@ use crate::protocol::chat::{FunctionCallDelta, JsonSchemaFormat};
 use crate::protocol::embeddings::{Embedding, EmbeddingVector, EmbeddingsResponse, EncodingFormat};
 use crate::protocol::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice, ChunkChoice, Delta, EmbeddingInput,
-    EmbeddingsRequest, FunctionCall, MessageContent, ResponseMessage, Role, ToolCall, ToolCallDelta, Usage,
+    EmbeddingsRequest, FunctionCall, MessageContent, ResponseMessage, Role, ToolCall, ToolCallDelta, Usage, random_id,
 };
 use crate::providers::openai::sse_frame;
 use crate::providers::{ProviderError, StreamEvent};
@@ -230,16 +230,10 @@ fn usage(chunk: &wire::ChatChunk) -> Usage {
     Usage::new(chunk.prompt_eval_count.unwrap_or(0), chunk.eval_count.unwrap_or(0))
 }
 
-/// An id in OpenAI's style for calls Ollama left without one (servers before v0.12.10).
-fn tool_call_id() -> String {
-    let mut id = String::from("call_");
-    id.extend((0..24).map(|_| fastrand::alphanumeric()));
-    id
-}
-
 fn openai_tool_call(call: wire::ToolCall) -> ToolCall {
     ToolCall {
-        id: call.id.unwrap_or_else(tool_call_id),
+        // Ollama servers before v0.12.10 send calls without an id.
+        id: call.id.unwrap_or_else(|| random_id("call_")),
         kind: "function".into(),
         function: Some(FunctionCall { name: call.function.name, arguments: call.function.arguments.to_string() }),
         extra: Default::default(),
@@ -298,12 +292,12 @@ impl StreamTranslator {
     }
 
     /// The events for one non-error line, appended to `out`.
-    pub fn on_chunk(&mut self, chunk: wire::ChatChunk, out: &mut Vec<StreamEvent>) {
+    pub fn on_chunk(&mut self, mut chunk: wire::ChatChunk, out: &mut Vec<StreamEvent>) {
         if self.created.is_none() {
             self.created = Some(created(chunk.created_at.as_deref()));
             self.model = chunk.model.clone();
         }
-        let message = chunk.message.unwrap_or_default();
+        let message = chunk.message.take().unwrap_or_default();
         let thinking = message.thinking.filter(|t| !t.is_empty());
         // The first chunk carries the role; later ones only what is new.
         if !message.content.is_empty() || thinking.is_some() || !self.sent_role {
@@ -336,7 +330,7 @@ impl StreamTranslator {
         if chunk.done {
             let reason = finish_reason(chunk.done_reason.as_deref(), self.next_tool_index > 0);
             out.push(self.frame(Delta::default(), Some(reason)));
-            let usage = Usage::new(chunk.prompt_eval_count.unwrap_or(0), chunk.eval_count.unwrap_or(0));
+            let usage = usage(&chunk);
             if self.include_usage {
                 out.push(self.usage_frame(usage.clone()));
             }

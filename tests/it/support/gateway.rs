@@ -45,47 +45,40 @@ level = "info"
 "#,
     )
     .unwrap();
-    let mockai = [
-        model("gpt-mock", 1.0, 2.0, r#"["tools", "json_schema", "streaming"]"#),
-        model("embed-mock", 0.1, 0.0, r#"["embeddings"]"#),
-        model("shared-model", 0.0, 0.0, r#"["streaming"]"#),
-    ];
-    std::fs::write(
-        dir.join("providers/mockai.toml"),
-        format!(
-            r#"
-# A provider that exists only in this test: no Rust change needed to add one.
-id = "mockai"
-wire = "openai"
-base_url = "${{MOCK_URL:-{mock_url}}}/v1"
-api_key_env = "MOCKAI_KEY"
-allow_unlisted_models = true
-{}"#,
-            mockai.concat()
-        ),
-    )
-    .unwrap();
-    let local = [
-        model("llama-mock", 0.0, 0.0, r#"["tools", "json_schema", "streaming"]"#),
-        model("shared-model", 0.0, 0.0, r#"["streaming"]"#),
-        model("embed-local", 0.0, 0.0, r#"["embeddings"]"#),
-    ];
-    std::fs::write(
-        dir.join("providers/local.toml"),
-        format!(
-            "id = \"local\"\nwire = \"ollama\"\nbase_url = \"{mock_url}\"\nlocality = \"local\"\nallow_unlisted_models = true\n{}",
-            local.concat()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("providers/nokey.toml"),
-        format!(
-            "id = \"nokey\"\nwire = \"openai\"\nbase_url = \"https://nokey.invalid/v1\"\napi_key_env = \"SWITCHYARD_TEST_NEVER_SET_KEY\"\n{}",
-            model("lonely-model", 1.0, 1.0, "[]")
-        ),
-    )
-    .unwrap();
+    // A provider that exists only in this test: no Rust change needed to add one.
+    let mockai = format!(
+        "id = \"mockai\"\nwire = \"openai\"\nbase_url = \"${{MOCK_URL:-{mock_url}}}/v1\"\napi_key_env = \"MOCKAI_KEY\"\nallow_unlisted_models = true\n"
+    );
+    write_provider(
+        dir,
+        "mockai",
+        &mockai,
+        &[
+            model("gpt-mock", 1.0, 2.0, r#"["tools", "json_schema", "streaming"]"#),
+            model("embed-mock", 0.1, 0.0, r#"["embeddings"]"#),
+            model("shared-model", 0.0, 0.0, r#"["streaming"]"#),
+        ],
+    );
+    let local = format!(
+        "id = \"local\"\nwire = \"ollama\"\nbase_url = \"{mock_url}\"\nlocality = \"local\"\nallow_unlisted_models = true\n"
+    );
+    write_provider(
+        dir,
+        "local",
+        &local,
+        &[
+            model("llama-mock", 0.0, 0.0, r#"["tools", "json_schema", "streaming"]"#),
+            model("shared-model", 0.0, 0.0, r#"["streaming"]"#),
+            model("embed-local", 0.0, 0.0, r#"["embeddings"]"#),
+        ],
+    );
+    let nokey = "id = \"nokey\"\nwire = \"openai\"\nbase_url = \"https://nokey.invalid/v1\"\napi_key_env = \"SWITCHYARD_TEST_NEVER_SET_KEY\"\n";
+    write_provider(dir, "nokey", nokey, &[model("lonely-model", 1.0, 1.0, "[]")]);
+}
+
+/// `providers/<name>.toml`: the provider's own keys, then its models.
+fn write_provider(dir: &Path, name: &str, header: &str, models: &[String]) {
+    std::fs::write(dir.join(format!("providers/{name}.toml")), format!("{header}{}", models.concat())).unwrap();
 }
 
 /// One `[[models]]` entry of a provider catalog.
