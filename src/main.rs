@@ -71,7 +71,14 @@ fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
     };
     switchyard::telemetry::init(&loaded.config.log);
     let listen = listen.unwrap_or(loaded.config.listen);
-    let gateway = Arc::new(Gateway::new(loaded, MasterKey::from_env()));
+    let gateway = match Gateway::new(loaded, MasterKey::from_env()) {
+        Ok(gateway) => Arc::new(gateway),
+        Err(problems) => {
+            eprintln!("{problems}");
+            eprintln!("switchyard: not starting: the policies have {} problem(s)", problems.0.len());
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -90,27 +97,41 @@ fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
 }
 
 fn check(config_path: Option<PathBuf>) -> ExitCode {
-    match config::load(config_path.as_deref()) {
-        Err(problems) => {
-            println!("{problems}");
-            eprintln!("{} problem(s) found", problems.0.len());
-            ExitCode::FAILURE
-        }
-        Ok(loaded) => {
-            let models: usize = loaded.providers.iter().map(|p| p.models.len()).sum();
-            println!(
-                "{}: ok: {} providers, {} models, {} policy files",
-                loaded.config.origin,
-                loaded.providers.len(),
-                models,
-                loaded.policies.len()
-            );
-            for provider in &loaded.providers {
-                if let ApiKey::Missing { env } = &provider.api_key {
-                    println!("  {}: unavailable until {env} is set ({})", provider.id, provider.source);
-                }
+    let report = |problems: config::Problems| {
+        println!("{problems}");
+        eprintln!("{} problem(s) found", problems.0.len());
+        ExitCode::FAILURE
+    };
+    let loaded = match config::load(config_path.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(problems) => return report(problems),
+    };
+    let missing_keys: Vec<String> = loaded
+        .providers
+        .iter()
+        .filter_map(|provider| match &provider.api_key {
+            ApiKey::Missing { env } => {
+                Some(format!("  {}: unavailable until {env} is set ({})", provider.id, provider.source))
             }
-            ExitCode::SUCCESS
-        }
+            _ => None,
+        })
+        .collect();
+    let origin = loaded.config.origin.clone();
+    let models: usize = loaded.providers.iter().map(|p| p.models.len()).sum();
+    let (providers, policy_files) = (loaded.providers.len(), loaded.policies.len());
+    // Policies are compiled against the providers, exactly as `serve` does.
+    let gateway = match Gateway::new(loaded, None) {
+        Ok(gateway) => gateway,
+        Err(problems) => return report(problems),
+    };
+    let policy = gateway.router.policy();
+    println!(
+        "{origin}: ok: {providers} providers, {models} models, {policy_files} policy files ({} aliases, {} rules)",
+        policy.aliases.len(),
+        policy.rules.len()
+    );
+    for line in missing_keys {
+        println!("{line}");
     }
+    ExitCode::SUCCESS
 }

@@ -39,6 +39,12 @@ pub async fn serve(gateway: Arc<Gateway>, listen: SocketAddr) -> Result<(), Serv
 
     let (stopping_tx, mut stopping_rx) = watch::channel(false);
     let grace = gateway.config.shutdown_grace;
+    let policy_watcher = tokio::spawn(gateway.policies.clone().watch(
+        gateway.router.clone(),
+        gateway.registry.clone(),
+        gateway.config.policy_reload_interval,
+        stopping_rx.clone(),
+    ));
     // No Nagle delay on streamed chunks.
     let listener = listener.tap_io(|connection| {
         let _ = connection.set_nodelay(true);
@@ -56,6 +62,7 @@ pub async fn serve(gateway: Arc<Gateway>, listen: SocketAddr) -> Result<(), Serv
         result = server => result?,
         () = grace_expired => tracing::warn!("grace period over; closing the remaining connections"),
     }
+    policy_watcher.abort();
     Ok(())
 }
 

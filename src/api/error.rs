@@ -146,6 +146,31 @@ fn routing_error(error: RoutingError) -> ApiError {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("provider_unavailable"), None, message)
                 .with_header("x-should-retry", "false")
         }
+        RoutingError::Rejected { status, .. } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+            let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
+            ApiError::new(status, kind, Some("rejected_by_policy"), None, message)
+        }
+        RoutingError::PiiBlocked { .. } => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("pii_detected"),
+            Some("messages"),
+            message,
+        ),
+        RoutingError::NoLocalTarget { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("no_local_target"), None, message)
+        }
+        RoutingError::NoTarget { retryable: true, .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("no_target_available"), None, message)
+        }
+        RoutingError::NoTarget { retryable: false, .. } => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("no_capable_target"),
+            Some("model"),
+            message,
+        ),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The HTTP front door: routes, the error envelope, the edge middleware.
 
+mod admin;
 mod edge;
 mod error;
 mod health;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 
 pub use error::ApiError;
 
@@ -23,6 +24,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{*id}", get(openai::get_model))
+        .route("/admin/route/explain", post(admin::explain_route))
+        .route("/admin/policies", get(admin::get_policies))
+        .route("/admin/policies/{name}", put(admin::put_policy))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(|request: Request| async move { ApiError::not_found_route(request.uri().path()) })

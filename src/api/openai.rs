@@ -6,7 +6,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::stream;
@@ -14,7 +14,7 @@ use futures_util::stream;
 use super::edge::RequestId;
 use super::error::{ApiError, stream_error_frame};
 use crate::gateway::Gateway;
-use crate::pipeline::{self, ChatOutput, FrameStream, RequestContext};
+use crate::pipeline::{self, ChatOutput, FrameStream, RequestContext, RouteReport};
 use crate::protocol::models::{Model, ModelList};
 
 pub async fn chat_completions(
@@ -23,8 +23,8 @@ pub async fn chat_completions(
     RequestBody(body): RequestBody,
 ) -> Response {
     match pipeline::chat(&gateway, &context, &body).await {
-        Ok(ChatOutput::Complete(body)) => json(body),
-        Ok(ChatOutput::Stream(frames)) => event_stream(frames),
+        Ok((ChatOutput::Complete(body), route)) => with_route(json(body), &route),
+        Ok((ChatOutput::Stream(frames), route)) => with_route(event_stream(frames), &route),
         Err(error) => ApiError::from(error).into_response(),
     }
 }
@@ -35,7 +35,7 @@ pub async fn embeddings(
     RequestBody(body): RequestBody,
 ) -> Response {
     match pipeline::embeddings(&gateway, &context, &body).await {
-        Ok(body) => json(body),
+        Ok((body, route)) => with_route(json(body), &route),
         Err(error) => ApiError::from(error).into_response(),
     }
 }
@@ -66,19 +66,42 @@ pub async fn get_model(
     }
 }
 
-/// Every model of every usable provider, as `provider/model`.
+/// The policy's aliases, then every model of every usable provider as `provider/model`.
 fn available_models(gateway: &Gateway) -> impl Iterator<Item = Model> + '_ {
-    gateway.registry.iter().filter(|p| p.is_available()).flat_map(move |provider| {
+    let aliases: Vec<Model> = gateway
+        .router
+        .policy()
+        .aliases
+        .keys()
+        .map(|alias| Model::new(alias.clone(), gateway.started_at, "switchyard"))
+        .collect();
+    let models = gateway.registry.iter().filter(|p| p.is_available()).flat_map(move |provider| {
         provider
             .spec
             .models
             .iter()
             .map(move |model| Model::new(format!("{}/{}", provider.id(), model.id), gateway.started_at, provider.id()))
-    })
+    });
+    aliases.into_iter().chain(models)
+}
+
+/// `x-switchyard-route: rule=…; target=…; attempts=…` and the cost estimate in USD.
+fn with_route(mut response: Response, route: &RouteReport) -> Response {
+    let headers = response.headers_mut();
+    let value = format!("rule={}; target={}; attempts={}", route.rule, route.target, route.attempts);
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(HeaderName::from_static("x-switchyard-route"), value);
+    }
+    if let Some(cost) = route.cost_estimate
+        && let Ok(value) = HeaderValue::from_str(&format!("{cost:.8}"))
+    {
+        headers.insert(HeaderName::from_static("x-switchyard-cost-estimate"), value);
+    }
+    response
 }
 
 /// The raw request body; a body over the limit is a 413 in OpenAI's envelope.
-pub struct RequestBody(Bytes);
+pub struct RequestBody(pub Bytes);
 
 impl FromRequest<Arc<Gateway>> for RequestBody {
     type Rejection = ApiError;
@@ -97,12 +120,17 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let request_id = parts.extensions.get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default();
-        let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        Ok(RequestContext { request_id, authorization })
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok(RequestContext {
+            request_id,
+            authorization: header(header::AUTHORIZATION.as_str()),
+            end_user: header("x-switchyard-user"),
+            tags: header("x-switchyard-tags"),
+        })
     }
 }
 
-fn json(body: Bytes) -> Response {
+pub(super) fn json(body: Bytes) -> Response {
     ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 

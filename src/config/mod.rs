@@ -16,6 +16,7 @@ pub use diagnostics::{Problem, Problems};
 pub use interpolate::EnvString;
 
 use crate::providers::catalog::{self, ProviderSpec};
+use crate::routing::policy::file::PolicyFile;
 
 /// Where `serve` and `check` look when no `--config` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/dev.toml";
@@ -29,6 +30,7 @@ const BUILTIN_PROVIDERS: &[(&str, &str)] = &[
     ("ollama.toml", include_str!("../../providers/ollama.toml")),
     ("openai.toml", include_str!("../../providers/openai.toml")),
 ];
+const BUILTIN_POLICIES: &[(&str, &str)] = &[("default.toml", include_str!("../../policies/default.toml"))];
 const BUILTIN_ORIGIN: &str = "<built-in>";
 
 /// The gateway's settings, from `config/*.toml`.
@@ -41,6 +43,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub upstream: UpstreamTimeouts,
     pub log: LogConfig,
+    /// How often `policies/` is checked for changes.
+    pub policy_reload_interval: Duration,
 }
 
 /// Default timeouts for every upstream call; a provider file may override them.
@@ -79,7 +83,10 @@ pub struct DataFile {
 pub struct Loaded {
     pub config: Config,
     pub providers: Vec<ProviderSpec>,
+    /// Policy files, read but not yet compiled (that needs the provider registry).
     pub policies: Vec<DataFile>,
+    /// The policies directory; `None` when running on the built-in copy.
+    pub policies_dir: Option<PathBuf>,
 }
 
 /// Loads `path` (or the default config, falling back to the built-in copy) and every
@@ -109,32 +116,37 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Problems> {
         Err(problem) => return Err(Problems(vec![problem])),
     };
 
-    let (provider_files, policy_files) = match &base_dir {
-        Some(base) => (
-            read_dir_toml(&base.join(&*file.paths.providers), &mut problems),
-            read_dir_toml(&base.join(&*file.paths.policies), &mut problems),
-        ),
-        None => (
-            BUILTIN_PROVIDERS
-                .iter()
-                .map(|(name, text)| DataFile {
-                    path: format!("{BUILTIN_ORIGIN}/providers/{name}"),
-                    text: (*text).into(),
-                })
-                .collect(),
-            Vec::new(),
-        ),
+    let builtin = |folder: &str, files: &[(&str, &str)]| -> Vec<DataFile> {
+        files
+            .iter()
+            .map(|(name, text)| DataFile { path: format!("{BUILTIN_ORIGIN}/{folder}/{name}"), text: (*text).into() })
+            .collect()
+    };
+    let (provider_files, policy_files, policies_dir) = match &base_dir {
+        Some(base) => {
+            let policies_dir = base.join(&*file.paths.policies);
+            (
+                read_dir_toml(&base.join(&*file.paths.providers), &mut problems),
+                read_dir_toml(&policies_dir, &mut problems),
+                Some(policies_dir),
+            )
+        }
+        None => (builtin("providers", BUILTIN_PROVIDERS), builtin("policies", BUILTIN_POLICIES), None),
     };
 
     let providers = catalog::parse_all(&provider_files, config.upstream, &mut problems);
+    // The policy language is checked here too, so `check` lists its errors with the rest;
+    // what policies refer to is checked when they are compiled against the providers.
     for policy in &policy_files {
-        // Policy semantics arrive with routing; until then a policy file must at least parse.
-        if let Err(error) = toml::from_str::<toml::Table>(&policy.text) {
+        if let Err(error) = toml::from_str::<PolicyFile>(&policy.text) {
             problems.push(Problem::from_toml(&policy.path, &policy.text, &error));
         }
     }
-
-    if problems.is_empty() { Ok(Loaded { config, providers, policies: policy_files }) } else { Err(Problems(problems)) }
+    if problems.is_empty() {
+        Ok(Loaded { config, providers, policies: policy_files, policies_dir })
+    } else {
+        Err(Problems(problems))
+    }
 }
 
 fn read(path: &Path) -> Result<DataFile, Problem> {
@@ -145,7 +157,7 @@ fn read(path: &Path) -> Result<DataFile, Problem> {
 }
 
 /// Every `*.toml` directly in `dir`, sorted by name so load order is stable.
-fn read_dir_toml(dir: &Path, problems: &mut Vec<Problem>) -> Vec<DataFile> {
+pub fn read_dir_toml(dir: &Path, problems: &mut Vec<Problem>) -> Vec<DataFile> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) => {
@@ -172,6 +184,20 @@ struct ConfigFile {
     upstream: UpstreamSection,
     #[serde(default)]
     log: LogSection,
+    #[serde(default)]
+    routing: RoutingSection,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RoutingSection {
+    policy_reload_ms: u64,
+}
+
+impl Default for RoutingSection {
+    fn default() -> Self {
+        RoutingSection { policy_reload_ms: 1_000 }
+    }
 }
 
 #[derive(Deserialize)]
@@ -259,6 +285,7 @@ impl ConfigFile {
                 stream_idle: Duration::from_millis(upstream.stream_idle_timeout_ms),
             },
             log: LogConfig { format: self.log.format, level: self.log.level.to_string() },
+            policy_reload_interval: Duration::from_millis(self.routing.policy_reload_ms.max(100)),
         })
     }
 }

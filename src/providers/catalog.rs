@@ -40,6 +40,25 @@ pub enum Capability {
     Embeddings,
 }
 
+/// How prompt tokens are counted before a call (see `routing::tokens`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tokenizer {
+    /// OpenAI's GPT-4o-and-later encoding, counted exactly.
+    O200kBase,
+    /// One token per 4 bytes of UTF-8.
+    #[default]
+    Estimate,
+}
+
+/// A deployment's capacity: `max` calls at once, up to `queue` more waiting at most `wait`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConcurrencyLimit {
+    pub max: u32,
+    pub queue: u32,
+    pub wait: Duration,
+}
+
 /// An upstream API key, read from the environment variable the catalog names.
 #[derive(Clone, PartialEq, Eq)]
 pub enum ApiKey {
@@ -70,6 +89,9 @@ pub struct ProviderSpec {
     /// Accept `provider/<any model>` (a local Ollama serves whatever was pulled).
     pub allow_unlisted_models: bool,
     pub timeouts: UpstreamTimeouts,
+    pub tokenizer: Tokenizer,
+    /// Per model of this provider; `None`: unlimited.
+    pub concurrency: Option<ConcurrencyLimit>,
     pub models: Vec<ModelSpec>,
     /// The date the catalog's prices were read from the provider's price list.
     pub prices_taken: Option<String>,
@@ -125,7 +147,20 @@ struct ProviderFile {
     request_timeout_ms: Option<u64>,
     stream_idle_timeout_ms: Option<u64>,
     #[serde(default)]
+    tokenizer: Tokenizer,
+    /// Calls at once per model (a local Ollama's `OLLAMA_NUM_PARALLEL`); unset: no limit.
+    max_concurrency: Option<u32>,
+    /// Calls that may wait for a free slot; more are turned away (and fall back).
+    #[serde(default)]
+    max_queue: u32,
+    #[serde(default = "default_queue_timeout_ms")]
+    queue_timeout_ms: u64,
+    #[serde(default)]
     models: Vec<ModelFile>,
+}
+
+fn default_queue_timeout_ms() -> u64 {
+    10_000
 }
 
 #[derive(Deserialize)]
@@ -205,6 +240,12 @@ pub fn parse_all(files: &[DataFile], defaults: UpstreamTimeouts, problems: &mut 
                 request: ms(parsed.request_timeout_ms, defaults.request),
                 stream_idle: ms(parsed.stream_idle_timeout_ms, defaults.stream_idle),
             },
+            tokenizer: parsed.tokenizer,
+            concurrency: parsed.max_concurrency.map(|max| ConcurrencyLimit {
+                max,
+                queue: parsed.max_queue,
+                wait: Duration::from_millis(parsed.queue_timeout_ms),
+            }),
             models: parsed
                 .models
                 .into_iter()

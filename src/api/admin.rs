@@ -1,0 +1,129 @@
+//! `/admin`: operating the gateway. Every route needs the master key.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::openai::RequestBody;
+use crate::auth::Principal;
+use crate::gateway::Gateway;
+use crate::pipeline::{self, RequestContext};
+use crate::protocol::parse;
+use crate::routing::RouteInput;
+use crate::routing::explain::{Trace, TraceError};
+use crate::routing::reload::{Change, PolicyChangeError};
+
+/// The master key, or open (loopback-only) mode; never a virtual key.
+fn authorize(gateway: &Gateway, context: &RequestContext) -> Result<(), ApiError> {
+    match pipeline::authenticate(gateway, context)? {
+        Principal::Master | Principal::Open => Ok(()),
+    }
+}
+
+/// `POST /admin/route/explain`: the routing decision for a chat request, without
+/// calling any upstream.
+pub async fn explain_route(
+    State(gateway): State<Arc<Gateway>>,
+    context: RequestContext,
+    RequestBody(body): RequestBody,
+) -> Response {
+    if let Err(error) = authorize(&gateway, &context) {
+        return error.into_response();
+    }
+    let request = match parse::chat_request(&body) {
+        Ok(request) => request,
+        Err(error) => return ApiError::from(pipeline::PipelineError::from(error)).into_response(),
+    };
+    let mut trace = Trace::default();
+    let input = RouteInput::chat(&request, &context.caller());
+    if let Err(error) = gateway.router.plan(&gateway.registry, &input, Some(&mut trace)) {
+        trace.error = Some(TraceError { status: error.status(), message: error.to_string() });
+    }
+    Json(trace).into_response()
+}
+
+#[derive(Serialize)]
+struct PolicyView {
+    version: u64,
+    digest: String,
+    files: Vec<PolicyFileView>,
+    aliases: Vec<String>,
+    rules: Vec<RuleView>,
+    history: Vec<Change>,
+}
+
+#[derive(Serialize)]
+struct PolicyFileView {
+    path: String,
+    text: String,
+}
+
+#[derive(Serialize)]
+struct RuleView {
+    name: String,
+    priority: i64,
+    origin: String,
+}
+
+/// `GET /admin/policies`: the active policy, its version and the change history.
+pub async fn get_policies(State(gateway): State<Arc<Gateway>>, context: RequestContext) -> Response {
+    if let Err(error) = authorize(&gateway, &context) {
+        return error.into_response();
+    }
+    let policy = gateway.router.policy();
+    Json(PolicyView {
+        version: policy.version,
+        digest: policy.digest.clone(),
+        files: policy.sources.iter().map(|f| PolicyFileView { path: f.path.clone(), text: f.text.clone() }).collect(),
+        aliases: policy.aliases.keys().cloned().collect(),
+        rules: policy
+            .rules
+            .iter()
+            .map(|r| RuleView { name: r.name.clone(), priority: r.priority, origin: r.origin.clone() })
+            .collect(),
+        history: gateway.policies.history(),
+    })
+    .into_response()
+}
+
+/// `PUT /admin/policies/{name}`: TOML text that replaces (or adds) `policies/<name>.toml`.
+pub async fn put_policy(
+    State(gateway): State<Arc<Gateway>>,
+    context: RequestContext,
+    Path(name): Path<String>,
+    RequestBody(body): RequestBody,
+) -> Response {
+    if let Err(error) = authorize(&gateway, &context) {
+        return error.into_response();
+    }
+    let Ok(text) = String::from_utf8(body.to_vec()) else {
+        return ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", None, None, "the policy must be UTF-8")
+            .into_response();
+    };
+    match gateway.policies.put(&gateway.router, &gateway.registry, &name, text, "master key").await {
+        Ok(version) => {
+            Json(serde_json::json!({ "version": version, "digest": gateway.router.policy().digest })).into_response()
+        }
+        Err(PolicyChangeError::Invalid(problems)) => {
+            let listed: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("invalid_policy"),
+                None,
+                format!("the policy is invalid; the active policy keeps serving:\n{}", listed.join("\n")),
+            )
+            .into_response()
+        }
+        Err(error @ (PolicyChangeError::BadName | PolicyChangeError::NoDirectory)) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", None, Some("name"), error.to_string())
+                .into_response()
+        }
+        Err(error @ PolicyChangeError::Io(_)) => ApiError::internal(error.to_string()).into_response(),
+    }
+}
