@@ -6,5 +6,7 @@ mod chat_openai;
 mod cli;
 mod errors;
 mod models_embeddings;
+mod privacy;
 mod python_sdk;
+mod routing;
 mod support;

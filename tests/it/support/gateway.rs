@@ -42,6 +42,9 @@ stream_idle_timeout_ms = 1000
 
 [log]
 level = "info"
+
+[routing]
+policy_reload_ms = 100
 "#,
     )
     .unwrap();
@@ -92,6 +95,19 @@ impl Gateway {
     /// Starts the gateway on the mock with the master key set.
     pub fn start(mock_url: &str) -> Gateway {
         Gateway::start_with(mock_url, &[("SWITCHYARD_MASTER_KEY", MASTER_KEY)])
+    }
+
+    /// Starts the gateway with `policy` as `policies/test.toml`.
+    pub fn start_with_policy(mock_url: &str, policy: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        write_config(dir.path(), mock_url);
+        std::fs::write(dir.path().join("policies/test.toml"), policy).unwrap();
+        Gateway::spawn(dir, &[("SWITCHYARD_MASTER_KEY", MASTER_KEY)])
+    }
+
+    /// The policies directory, to edit while the gateway runs.
+    pub fn policies_dir(&self) -> PathBuf {
+        self._dir.path().join("policies")
     }
 
     pub fn start_with(mock_url: &str, env: &[(&str, &str)]) -> Gateway {

@@ -2,8 +2,12 @@
 //!
 //! Behaviour is chosen by the requested model name, so one mock serves every test:
 //! `fail-429`, `fail-400`, `fail-401`, `fail-500`, `stall`, `garbage`, `cut-mid-stream`,
-//! `abort-mid-stream`, `error-mid-stream`, `stall-mid-stream`, `slow-stream`; any other name
-//! answers normally. Requests carrying `tools` are answered with two tool calls.
+//! `abort-mid-stream`, `error-mid-stream`, `stall-mid-stream`, `slow-stream`,
+//! `cut-before-content` (a stream that ends after its role-only chunk), `delay-<ms>`
+//! (answers after that long), `flaky-<n>` (503 for its first n requests) and
+//! `flaky429-<n>` (429 with `retry-after-ms: 300` for its first n requests); any other
+//! name answers normally; `echo` answers with the last user message (streamed in
+//! 3-character pieces). Requests carrying `tools` are answered with two tool calls.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +32,7 @@ pub const COMPLETION_TOKENS: u64 = 5;
 /// One request the mock received.
 #[derive(Debug, Clone)]
 pub struct Received {
+    pub at: std::time::Instant,
     pub path: String,
     pub headers: HeaderMap,
     pub body: Value,
@@ -36,6 +41,8 @@ pub struct Received {
 #[derive(Default)]
 pub struct MockState {
     received: Mutex<Vec<Received>>,
+    /// Requests seen per model name, for the `flaky-*` models.
+    seen: Mutex<std::collections::HashMap<String, usize>>,
     /// Streams the client dropped before they finished.
     pub cancelled_streams: AtomicUsize,
 }
@@ -72,7 +79,9 @@ impl MockUpstream {
 
 fn record(state: &MockState, path: &str, headers: &HeaderMap, body: &Bytes) -> Value {
     let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    state.received.lock().unwrap().push(Received { path: path.into(), headers: headers.clone(), body: body.clone() });
+    let at = std::time::Instant::now();
+    state.received.lock().unwrap().push(Received { at, path: path.into(), headers: headers.clone(), body: body.clone() });
+    *state.seen.lock().unwrap().entry(model_of(&body)).or_default() += 1;
     body
 }
 
@@ -81,11 +90,27 @@ fn model_of(body: &Value) -> String {
 }
 
 /// Answers that do not depend on the wire format, before any output.
-async fn failure(model: &str, ollama: bool) -> Option<Response> {
+async fn failure(state: &MockState, model: &str, ollama: bool) -> Option<Response> {
     let openai_error = |status: StatusCode, message: &str, kind: &str, code: Value| {
         (status, axum::Json(json!({"error": {"message": message, "type": kind, "param": null, "code": code}})))
             .into_response()
     };
+    let seen = state.seen.lock().unwrap().get(model).copied().unwrap_or(0);
+    let failing_first = |prefix: &str| {
+        model.strip_prefix(prefix).and_then(|n| n.parse::<usize>().ok()).is_some_and(|n| seen <= n)
+    };
+    if let Some(ms) = model.strip_prefix("delay-").and_then(|ms| ms.parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if failing_first("flaky-") {
+        return Some(openai_error(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "server_error", Value::Null));
+    }
+    if failing_first("flaky429-") {
+        let mut response =
+            openai_error(StatusCode::TOO_MANY_REQUESTS, "Rate limit reached", "requests", json!("rate_limit_exceeded"));
+        response.headers_mut().insert("retry-after-ms", "300".parse().unwrap());
+        return Some(response);
+    }
     Some(match model {
         "fail-429" if ollama => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -130,6 +155,12 @@ async fn failure(model: &str, ollama: bool) -> Option<Response> {
     })
 }
 
+fn last_user_text(body: &Value) -> String {
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let last = messages.iter().rev().find(|m| m["role"] == "user");
+    last.and_then(|m| m["content"].as_str()).unwrap_or_default().to_owned()
+}
+
 fn has_tools(body: &Value) -> bool {
     body["tools"].as_array().is_some_and(|tools| !tools.is_empty())
 }
@@ -139,7 +170,7 @@ fn has_tools(body: &Value) -> bool {
 async fn openai_chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
     let body = record(&state, "/v1/chat/completions", &headers, &body);
     let model = model_of(&body);
-    if let Some(response) = failure(&model, false).await {
+    if let Some(response) = failure(&state, &model, false).await {
         return response;
     }
     let usage = json!({"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS, "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS});
@@ -148,6 +179,8 @@ async fn openai_chat(State(state): State<Arc<MockState>>, headers: HeaderMap, bo
             json!({"role": "assistant", "content": null, "refusal": null, "tool_calls": [
                 {"id": "call_w1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
                 {"id": "call_t2", "type": "function", "function": {"name": "get_time", "arguments": "{\"tz\":\"Europe/Paris\"}"}}]})
+        } else if model == "echo" {
+            json!({"role": "assistant", "content": last_user_text(&body), "refusal": null})
         } else {
             json!({"role": "assistant", "content": REPLY, "refusal": null})
         };
@@ -186,7 +219,12 @@ async fn openai_chat(State(state): State<Arc<MockState>>, headers: HeaderMap, bo
         }
         events.push(chunk(json!({}), json!("tool_calls")));
     } else {
-        let pieces = if model == "slow-stream" { vec![" tick"; 100] } else { REPLY_PIECES.to_vec() };
+        let echoed: Vec<char> = last_user_text(&body).chars().collect();
+        let pieces: Vec<String> = match model.as_str() {
+            "slow-stream" => vec![" tick".to_owned(); 100],
+            "echo" => echoed.chunks(3).map(|piece| piece.iter().collect()).collect(),
+            _ => REPLY_PIECES.iter().map(|piece| (*piece).to_owned()).collect(),
+        };
         events.extend(pieces.into_iter().map(|piece| chunk(json!({"content": piece}), Value::Null)));
         events.push(chunk(json!({}), json!("stop")));
     }
@@ -199,6 +237,7 @@ async fn openai_chat(State(state): State<Arc<MockState>>, headers: HeaderMap, bo
 
     match model.as_str() {
         "cut-mid-stream" => events.truncate(2),
+        "cut-before-content" => events.truncate(1),
         "error-mid-stream" => {
             events.truncate(2);
             events.push(format!("data: {}\n\n", json!({"error": {"message": "upstream model crashed", "type": "server_error", "param": null, "code": null}})));
@@ -264,7 +303,7 @@ fn sse(state: Arc<MockState>, events: Vec<String>, model: &str) -> Response {
 
 async fn openai_embeddings(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
     let body = record(&state, "/v1/embeddings", &headers, &body);
-    if let Some(response) = failure(&model_of(&body), false).await {
+    if let Some(response) = failure(&state, &model_of(&body), false).await {
         return response;
     }
     let inputs = match &body["input"] {
@@ -297,7 +336,7 @@ pub fn embedding(i: usize) -> Vec<f32> {
 async fn ollama_chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
     let body = record(&state, "/api/chat", &headers, &body);
     let model = model_of(&body);
-    if let Some(response) = failure(&model, true).await {
+    if let Some(response) = failure(&state, &model, true).await {
         return response;
     }
     // Ollama streams unless told otherwise.
