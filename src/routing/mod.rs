@@ -21,6 +21,8 @@ pub mod redact;
 pub mod reload;
 mod rules;
 pub mod strategy;
+#[cfg(test)]
+mod tests;
 mod tokens;
 
 use std::sync::Arc;
