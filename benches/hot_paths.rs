@@ -4,7 +4,15 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard::config::{DataFile, UpstreamTimeouts};
 use switchyard::protocol::parse;
+use switchyard::providers::{Registry, catalog};
+use switchyard::routing::health::Health;
+use switchyard::routing::pii::PiiDetector;
+use switchyard::routing::{Caller, NoBudgets, RouteInput, Router, policy};
 use switchyard::providers::framing::SseDecoder;
 use switchyard::providers::openai::sse_frame;
 
@@ -56,5 +64,93 @@ fn sse_forwarding(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse_and_serialize, sse_forwarding);
+const PROVIDERS: &[(&str, &str)] = &[
+    ("openai.toml", include_str!("../providers/openai.toml")),
+    ("deepseek.toml", include_str!("../providers/deepseek.toml")),
+    ("groq.toml", include_str!("../providers/groq.toml")),
+    ("ollama.toml", include_str!("../providers/ollama.toml")),
+];
+
+/// 100 rules over the shipped catalogs, none of which matches the benchmark request until
+/// the last: the planner's worst case. Most test who is asking, a few scan the text.
+fn hundred_rules() -> String {
+    let mut policy = String::from(include_str!("../policies/default.toml"));
+    for i in 0..97 {
+        let condition = match i % 4 {
+            0 => format!("model = [\"team-{i}-*\"]"),
+            1 => format!("user = [\"bot-{i}-*\"]"),
+            2 => format!("tags = [\"tag-{i}\"]"),
+            _ => format!("team = [\"team-{i}\"], time = {{ from = \"01:00\", to = \"01:01\", timezone = \"Europe/Kyiv\" }}"),
+        };
+        policy.push_str(&format!("\n[[rules]]\nname = \"rule-{i}\"\nwhen = {{ {condition} }}\ntargets = [\"cheap\"]\n"));
+    }
+    policy.push_str("\n[[rules]]\nname = \"translate\"\nwhen = { last_user_message = \"(?i)^translate\" }\ntargets = [\"private\"]\n");
+    policy.push_str("\n[[rules]]\nname = \"smart-for-tools\"\npriority = -1\nwhen = { needs = [\"tools\"] }\ntargets = [\"smart\"]\n");
+    policy
+}
+
+fn planning(c: &mut Criterion) {
+    let timeouts = UpstreamTimeouts {
+        connect: Duration::from_secs(1),
+        request: Duration::from_secs(1),
+        stream_idle: Duration::from_secs(1),
+    };
+    // Keys make every cloud provider available, as in production.
+    for key in ["OPENAI_API_KEY", "DEEPSEEK_API_KEY", "GROQ_API_KEY"] {
+        // SAFETY: set before any other thread exists.
+        unsafe { std::env::set_var(key, "sk-bench") };
+    }
+    let files: Vec<DataFile> =
+        PROVIDERS.iter().map(|(name, text)| DataFile { path: (*name).into(), text: (*text).into() }).collect();
+    let mut problems = Vec::new();
+    let registry = Registry::new(catalog::parse_all(&files, timeouts, &mut problems));
+    assert!(problems.is_empty(), "{problems:?}");
+    let health = Arc::new(Health::default());
+    let policy_files = [DataFile { path: "bench.toml".into(), text: hundred_rules() }];
+    let policy = policy::compile(&policy_files, &registry, &health).expect("bench policy compiles");
+    assert_eq!(policy.rules.len(), 102);
+    let router = Router::new(policy, health, Arc::new(NoBudgets));
+    let request = parse::chat_request(CHAT_BODY.replace("openai/gpt-5.6-luna", "auto").as_bytes()).unwrap();
+    let caller = Caller { end_user: Some("user-42"), ..Caller::default() };
+
+    let mut group = c.benchmark_group("routing");
+    group.bench_function("plan against 100 rules", |b| {
+        b.iter(|| {
+            let input = RouteInput::chat(black_box(&request), &caller);
+            router.plan(&registry, &input, None).expect("planned").attempts.len()
+        })
+    });
+    let prompt = pii_prompt();
+    assert!((8 * 1024..9 * 1024).contains(&prompt.len()), "{}", prompt.len());
+    let detector = PiiDetector::default();
+    assert!(!detector.scan(&prompt).is_empty());
+    group.throughput(Throughput::Bytes(prompt.len() as u64));
+    group.bench_function("PII scan 8 KB", |b| b.iter(|| detector.scan(black_box(&prompt)).len()));
+    group.finish();
+}
+
+/// An 8 KB prompt in English and Ukrainian with a handful of PII values.
+fn pii_prompt() -> String {
+    let paragraphs = [
+        "Please summarise the quarterly report for the board. Revenue grew 12% to 4.2 million, mostly from the new region. ",
+        "Будь ласка, підсумуйте звіт за квартал для правління. Виторг зріс на 12% до 4,2 мільйона, переважно завдяки новому регіону. ",
+        "Contact the finance lead at olena.kovalenko@example.com or call +380 50 123 45 67 before Friday. ",
+        "Платіж надіслати на UA21 3223 1300 0002 6007 2335 6600 1, картка для повернення 4111 1111 1111 1111. ",
+        "The staging server at 10.20.30.40 still uses the old deploy key; rotate it after the release on 2026-11-22. ",
+    ];
+    let mut prompt = String::new();
+    let mut i = 0;
+    while prompt.len() < 8 * 1024 {
+        // PII appears a few times; the rest is ordinary prose.
+        let paragraph = if i % 8 < 2 || i % 8 == 4 { paragraphs[i % 2] } else { paragraphs[i % 8 % 5] };
+        if prompt.len() + paragraph.len() > 8 * 1024 + 512 {
+            break;
+        }
+        prompt.push_str(paragraph);
+        i += 1;
+    }
+    prompt
+}
+
+criterion_group!(benches, parse_and_serialize, sse_forwarding, planning);
 criterion_main!(benches);
