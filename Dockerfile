@@ -6,6 +6,10 @@ COPY src ./src
 COPY config ./config
 COPY providers ./providers
 COPY policies ./policies
+# The workspace's other members and benches must exist for cargo to read the manifest.
+COPY benches ./benches
+COPY load-tests/Cargo.toml ./load-tests/Cargo.toml
+COPY load-tests/src ./load-tests/src
 RUN cargo build --release --locked --bin switchyard
 
 FROM debian:bookworm-slim
@@ -18,7 +22,8 @@ WORKDIR /app
 COPY --from=build /src/target/release/switchyard /usr/local/bin/switchyard
 COPY config ./config
 COPY providers ./providers
-COPY policies ./policies
+# Admins may edit policies through PUT /admin/policies: the folder is the service's own.
+COPY --chown=switchyard policies ./policies
 USER switchyard
 ENV SWITCHYARD_LISTEN=0.0.0.0:8080
 EXPOSE 8080
