@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use switchyard::config::{DataFile, UpstreamTimeouts};
 use switchyard::protocol::parse;
+use switchyard::providers::framing::SseDecoder;
+use switchyard::providers::openai::sse_frame;
 use switchyard::providers::{Registry, catalog};
 use switchyard::routing::health::Health;
 use switchyard::routing::pii::PiiDetector;
 use switchyard::routing::{Caller, NoBudgets, RouteInput, Router, policy};
-use switchyard::providers::framing::SseDecoder;
-use switchyard::providers::openai::sse_frame;
 
 /// A typical agent turn: system prompt, history, a tool definition and a tool result.
 const CHAT_BODY: &str = r#"{"model":"openai/gpt-5.6-luna","messages":[
@@ -80,9 +80,12 @@ fn hundred_rules() -> String {
             0 => format!("model = [\"team-{i}-*\"]"),
             1 => format!("user = [\"bot-{i}-*\"]"),
             2 => format!("tags = [\"tag-{i}\"]"),
-            _ => format!("team = [\"team-{i}\"], time = {{ from = \"01:00\", to = \"01:01\", timezone = \"Europe/Kyiv\" }}"),
+            _ => format!(
+                "team = [\"team-{i}\"], time = {{ from = \"01:00\", to = \"01:01\", timezone = \"Europe/Kyiv\" }}"
+            ),
         };
-        policy.push_str(&format!("\n[[rules]]\nname = \"rule-{i}\"\nwhen = {{ {condition} }}\ntargets = [\"cheap\"]\n"));
+        policy
+            .push_str(&format!("\n[[rules]]\nname = \"rule-{i}\"\nwhen = {{ {condition} }}\ntargets = [\"cheap\"]\n"));
     }
     policy.push_str("\n[[rules]]\nname = \"translate\"\nwhen = { last_user_message = \"(?i)^translate\" }\ntargets = [\"private\"]\n");
     policy.push_str("\n[[rules]]\nname = \"smart-for-tools\"\npriority = -1\nwhen = { needs = [\"tools\"] }\ntargets = [\"smart\"]\n");
@@ -120,35 +123,54 @@ fn planning(c: &mut Criterion) {
             router.plan(&registry, &input, None).expect("planned").attempts.len()
         })
     });
-    let prompt = pii_prompt();
-    assert!((8 * 1024..9 * 1024).contains(&prompt.len()), "{}", prompt.len());
+    let prompt = pii_prompt_8kb();
     let detector = PiiDetector::default();
-    assert!(!detector.scan(&prompt).is_empty());
+    assert_eq!(detector.scan(&prompt).len(), 6, "the prompt holds six PII values");
     group.throughput(Throughput::Bytes(prompt.len() as u64));
     group.bench_function("PII scan 8 KB", |b| b.iter(|| detector.scan(black_box(&prompt)).len()));
     group.finish();
 }
 
-/// An 8 KB prompt in English and Ukrainian with a handful of PII values.
-fn pii_prompt() -> String {
-    let paragraphs = [
-        "Please summarise the quarterly report for the board. Revenue grew 12% to 4.2 million, mostly from the new region. ",
-        "Будь ласка, підсумуйте звіт за квартал для правління. Виторг зріс на 12% до 4,2 мільйона, переважно завдяки новому регіону. ",
-        "Contact the finance lead at olena.kovalenko@example.com or call +380 50 123 45 67 before Friday. ",
-        "Платіж надіслати на UA21 3223 1300 0002 6007 2335 6600 1, картка для повернення 4111 1111 1111 1111. ",
-        "The staging server at 10.20.30.40 still uses the old deploy key; rotate it after the release on 2026-11-22. ",
+/// An 8 KB support request in mixed English and Ukrainian with six PII values (email, phone, card, IBAN, IPv4
+/// address, API key) among ordinary numbers that must not match: dates, times, versions, prices, order numbers.
+fn pii_prompt_8kb() -> String {
+    const SIZE: usize = 8 * 1024;
+    const WITH_PII: [&str; 6] = [
+        "Hi team, this is Olena from the Kyiv office. Please reply to olena.kovalenko@example.com when you can.\n",
+        "Якщо щось термінове, телефонуйте мені на +380 50 123 45 67 після 14:00 за київським часом.\n",
+        "The refund should go to the card I used, 4111 1111 1111 1111, not to the company account.\n",
+        "Для юридичної особи рахунок такий: UA21 3223 1300 0002 6007 2335 6600 1 (ПриватБанк).\n",
+        "Our gateway runs at 10.20.30.40 behind the VPN, version 2.14.3 of the proxy.\n",
+        "I accidentally pasted our key sk-proj-Xy7Qm2Lp9Rt4Vw8Zb3Nc6Hd1Jf5Kg0Ae in the previous ticket, \
+         please rotate it.\n",
     ];
-    let mut prompt = String::new();
-    let mut i = 0;
-    while prompt.len() < 8 * 1024 {
-        // PII appears a few times; the rest is ordinary prose.
-        let paragraph = if i % 8 < 2 || i % 8 == 4 { paragraphs[i % 2] } else { paragraphs[i % 8 % 5] };
-        if prompt.len() + paragraph.len() > 8 * 1024 + 512 {
-            break;
-        }
-        prompt.push_str(paragraph);
-        i += 1;
+    const FILLER: [&str; 4] = [
+        "On 2026-11-22 at 09:45 we noticed that order #48213 was charged twice: once for 1 299,99 грн and once for \
+         $54.20. The invoice INV-2026-0042 shows version 3.1.4 of the billing service, and the retry happened at \
+         10:15:30. We have 12 users on the Team plan and expect about 350 requests per minute at peak.\n",
+        "Ми помітили, що звіт за жовтень формується дуже повільно: у середньому 45 секунд замість звичних 5. \
+         Учора, 21.11.2026, було близько 1 500 запитів, і приблизно 3% з них завершилися помилкою 504. \
+         Чи можете ви перевірити журнали за цей період і підказати, що саме змінилося після оновлення?\n",
+        "Could you also explain how the rate limits work for the embeddings endpoint? The docs mention 3,000 RPM \
+         and 1,000,000 TPM for tier 2, but we hit 429 errors at roughly 800 RPM. We batch 64 inputs per call, \
+         each around 512 tokens, and run 4 workers in parallel from a single region (eu-central-1).\n",
+        "Також хочу уточнити щодо договору: ми підписали його 15 березня, термін дії — 12 місяців, \
+         оплата щомісяця до 5 числа. У рахунку за листопад сума 24 000 грн, хоча в договорі зазначено 20 000 грн \
+         без ПДВ. Будь ласка, надішліть виправлений рахунок або поясніть різницю.\n",
+    ];
+    let mut prompt = String::with_capacity(SIZE + 512);
+    // Each PII line sits between two filler paragraphs, so the values are spread through the prompt.
+    for (index, line) in WITH_PII.iter().enumerate() {
+        prompt.push_str(FILLER[index % FILLER.len()]);
+        prompt.push_str(line);
     }
+    let mut next_filler = WITH_PII.len();
+    while prompt.len() < SIZE {
+        prompt.push_str(FILLER[next_filler % FILLER.len()]);
+        next_filler += 1;
+    }
+    let end = (0..=SIZE).rev().find(|&end| prompt.is_char_boundary(end)).unwrap_or(0);
+    prompt.truncate(end);
     prompt
 }
 

@@ -95,9 +95,12 @@ pub async fn chat(
     let redactions = apply_plan(&plan, &mut request);
     let request = enrich(request, &plan);
     let started = Instant::now();
-    let dispatched = dispatch(&plan, request, |r, model| r.model = model, |adapter, r| {
-        Box::pin(async move { hold_until_content(adapter.chat(r).await?).await })
-    })
+    let dispatched = dispatch(
+        &plan,
+        request,
+        |r, model| r.model = model,
+        |adapter, r| Box::pin(async move { hold_until_content(adapter.chat(r).await?).await }),
+    )
     .await?;
     let report = dispatched.report(&plan);
     let attempt_started = dispatched.attempt_started;
@@ -139,8 +142,7 @@ pub async fn embeddings(
         privacy::redact_embeddings(&mut request, &plan.detector);
     }
     let started = Instant::now();
-    let dispatched =
-        dispatch(&plan, request, |r, model| r.model = model, |adapter, r| adapter.embeddings(r)).await?;
+    let dispatched = dispatch(&plan, request, |r, model| r.model = model, |adapter, r| adapter.embeddings(r)).await?;
     let report = dispatched.report(&plan);
     let mut record = Settlement::new(context, dispatched.target, dispatched.slot, started);
     record.usage = dispatched.reply.usage;
@@ -167,7 +169,11 @@ fn apply_plan(plan: &Plan, request: &mut ChatCompletionRequest) -> Option<Arc<Re
             (asked, _) => request.max_completion_tokens = Some(asked.map_or(cap, |asked| asked.min(cap))),
         }
     }
-    plan.redacts().then(|| Arc::new(privacy::redact_chat(request, &plan.detector)))
+    if !plan.redacts() {
+        return None;
+    }
+    let redactions = privacy::redact_chat(request, &plan.detector);
+    (!redactions.is_empty()).then(|| Arc::new(redactions))
 }
 
 /// Phase 4: memory and gateway tools. The request goes out as the client sent it until

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::openai::RequestBody;
-use crate::auth::Principal;
+use crate::auth::{AuthError, Principal};
 use crate::gateway::Gateway;
 use crate::pipeline::{self, RequestContext};
 use crate::protocol::parse;
@@ -19,7 +19,7 @@ use crate::routing::explain::{Trace, TraceError};
 use crate::routing::reload::{Change, PolicyChangeError};
 
 /// The master key, or open (loopback-only) mode; never a virtual key.
-fn authorize(gateway: &Gateway, context: &RequestContext) -> Result<(), ApiError> {
+fn authorize(gateway: &Gateway, context: &RequestContext) -> Result<(), AuthError> {
     match pipeline::authenticate(gateway, context)? {
         Principal::Master | Principal::Open => Ok(()),
     }
@@ -33,7 +33,7 @@ pub async fn explain_route(
     RequestBody(body): RequestBody,
 ) -> Response {
     if let Err(error) = authorize(&gateway, &context) {
-        return error.into_response();
+        return ApiError::from(error).into_response();
     }
     let request = match parse::chat_request(&body) {
         Ok(request) => request,
@@ -73,7 +73,7 @@ struct RuleView {
 /// `GET /admin/policies`: the active policy, its version and the change history.
 pub async fn get_policies(State(gateway): State<Arc<Gateway>>, context: RequestContext) -> Response {
     if let Err(error) = authorize(&gateway, &context) {
-        return error.into_response();
+        return ApiError::from(error).into_response();
     }
     let policy = gateway.router.policy();
     Json(PolicyView {
@@ -99,7 +99,7 @@ pub async fn put_policy(
     RequestBody(body): RequestBody,
 ) -> Response {
     if let Err(error) = authorize(&gateway, &context) {
-        return error.into_response();
+        return ApiError::from(error).into_response();
     }
     let Ok(text) = String::from_utf8(body.to_vec()) else {
         return ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", None, None, "the policy must be UTF-8")

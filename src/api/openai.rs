@@ -75,13 +75,12 @@ fn available_models(gateway: &Gateway) -> impl Iterator<Item = Model> + '_ {
         .keys()
         .map(|alias| Model::new(alias.clone(), gateway.started_at, "switchyard"))
         .collect();
-    let models = gateway.registry.iter().filter(|p| p.is_available()).flat_map(move |provider| {
-        provider
-            .spec
-            .models
-            .iter()
-            .map(move |model| Model::new(format!("{}/{}", provider.id(), model.id), gateway.started_at, provider.id()))
-    });
+    let models =
+        gateway.registry.iter().filter(|p| p.is_available()).flat_map(move |provider| {
+            provider.spec.models.iter().map(move |model| {
+                Model::new(format!("{}/{}", provider.id(), model.id), gateway.started_at, provider.id())
+            })
+        });
     aliases.into_iter().chain(models)
 }
 

@@ -246,7 +246,8 @@ impl Router {
         // A model the client named itself is not second-guessed by the catalog's
         // capabilities or context window: the upstream has the final word.
         let screen = chosen_by != RouteSource::RequestedModel;
-        let strategy = if actions.route.is_none() { actions.strategy.unwrap_or(route.strategy) } else { route.strategy };
+        let strategy =
+            if actions.route.is_none() { actions.strategy.unwrap_or(route.strategy) } else { route.strategy };
         if let Some(trace) = trace.as_deref_mut() {
             trace.route = Some(route.label.clone());
             trace.strategy = Some(strategy);
@@ -314,7 +315,7 @@ impl Router {
         }
         strategy::order(strategy, &mut candidates, input.end_user.or(input.key_id));
 
-        if let Some(trace) = trace.as_deref_mut() {
+        if let Some(trace) = trace {
             trace.plan = candidates.iter().map(|c| c.target.name()).collect();
         }
         let cost_estimates = candidates
@@ -360,8 +361,12 @@ impl Router {
             return Ok((alias.route.clone(), RouteSource::Alias));
         }
         let target = resolve(registry, &self.health, input.requested)?;
-        let route =
-            Route { label: input.requested.to_owned(), targets: vec![target], strategy: Strategy::Ordered, weights: vec![] };
+        let route = Route {
+            label: input.requested.to_owned(),
+            targets: vec![target],
+            strategy: Strategy::Ordered,
+            weights: vec![],
+        };
         Ok((route, RouteSource::RequestedModel))
     }
 }

@@ -120,8 +120,7 @@ impl StreamRestorer {
             let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
             let finished = choice.get("finish_reason").is_some_and(|reason| !reason.is_null());
             let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) else { continue };
-            let restorer =
-                self.content.entry(index).or_insert_with(|| Restorer::new(self.redactions.clone()));
+            let restorer = self.content.entry(index).or_insert_with(|| Restorer::new(self.redactions.clone()));
             let mut content = match delta.get("content") {
                 Some(Value::String(piece)) => Some(restorer.push(piece)),
                 _ => None,
@@ -141,10 +140,8 @@ impl StreamRestorer {
                 else {
                     continue;
                 };
-                let restorer = self
-                    .arguments
-                    .entry((index, call_index))
-                    .or_insert_with(|| Restorer::new(self.redactions.clone()));
+                let restorer =
+                    self.arguments.entry((index, call_index)).or_insert_with(|| Restorer::new(self.redactions.clone()));
                 *arguments = restorer.push(arguments);
             }
             if finished {
@@ -209,6 +206,9 @@ mod tests {
         let restored = restore_completion(Bytes::from(body.to_string()), &redactions);
         let value: Value = serde_json::from_slice(&restored).unwrap();
         assert_eq!(value["choices"][0]["message"]["content"], "Sent to olena@example.com.");
-        assert_eq!(value["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], "{\"to\":\"olena@example.com\"}");
+        assert_eq!(
+            value["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+            "{\"to\":\"olena@example.com\"}"
+        );
     }
 }

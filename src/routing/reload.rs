@@ -96,7 +96,8 @@ impl PolicyStore {
         by: &str,
     ) -> Result<u64, PolicyChangeError> {
         let dir = self.dir.as_ref().ok_or(PolicyChangeError::NoDirectory)?;
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        if name.is_empty()
+            || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         {
             return Err(PolicyChangeError::BadName);
         }

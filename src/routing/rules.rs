@@ -138,10 +138,7 @@ impl Conditions {
                 return Err(format!("`when.pii` is \"any\" or a list of classes, not {other:?}"));
             }
             Some(PiiConditionFile::Classes(names)) => {
-                let classes = names
-                    .iter()
-                    .map(|name| pii_class(name, custom_pii))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let classes = names.iter().map(|name| pii_class(name, custom_pii)).collect::<Result<Vec<_>, _>>()?;
                 Some(PiiCondition::Classes(classes))
             }
         };

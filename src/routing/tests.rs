@@ -189,7 +189,9 @@ when = { last_user_message = "(?i)^переклади" }
         ),
         (plain.clone(), Caller { tags_header: Some("nightly, batch"), ..Caller::default() }, "tags"),
         (
-            request(json!({"model": "cloud/big", "metadata": {"tags": "batch"}, "messages": [{"role": "user", "content": "hi"}]})),
+            request(
+                json!({"model": "cloud/big", "metadata": {"tags": "batch"}, "messages": [{"role": "user", "content": "hi"}]}),
+            ),
             Caller::default(),
             "tags",
         ),
@@ -201,12 +203,16 @@ when = { last_user_message = "(?i)^переклади" }
             "vision",
         ),
         (
-            request(json!({"model": "cloud/big", "tools": [{"type": "function", "function": {"name": "f"}}], "messages": [{"role": "user", "content": "hi"}]})),
+            request(
+                json!({"model": "cloud/big", "tools": [{"type": "function", "function": {"name": "f"}}], "messages": [{"role": "user", "content": "hi"}]}),
+            ),
             Caller::default(),
             "tools",
         ),
         (
-            request(json!({"model": "cloud/big", "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}, "messages": [{"role": "user", "content": "hi"}]})),
+            request(
+                json!({"model": "cloud/big", "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}, "messages": [{"role": "user", "content": "hi"}]}),
+            ),
             Caller::default(),
             "schema",
         ),
@@ -392,10 +398,16 @@ fn compile_errors_point_at_the_problem() {
         ("[aliases.a]\ntargets = [\"b\"]\n[aliases.b]\ntargets = [\"a\"]\n", "refers to itself"),
         ("[[rules]]\nname = \"r\"\nwhen = { pii = [\"dna\"] }\n", "unknown PII class \"dna\""),
         ("[[rules]]\nname = \"r\"\nwhen = { time = { from = \"25:00\", to = \"01:00\" } }\n", "HH:MM"),
-        ("[[rules]]\nname = \"r\"\nwhen = { time = { from = \"01:00\", to = \"02:00\", timezone = \"Mars/Base\" } }\n", "time zone"),
+        (
+            "[[rules]]\nname = \"r\"\nwhen = { time = { from = \"01:00\", to = \"02:00\", timezone = \"Mars/Base\" } }\n",
+            "time zone",
+        ),
         ("[[rules]]\nname = \"r\"\nwhen = { last_user_message = \"(\" }\n", "not a valid regex"),
         ("[[rules]]\nname = \"r\"\n[[rules]]\nname = \"r\"\n", "used twice"),
-        ("[aliases.a]\ntargets = [\"cloud/big\", \"cloud/*\"]\nstrategy = \"weighted\"\nweights = [1, 1]\n", "must name one"),
+        (
+            "[aliases.a]\ntargets = [\"cloud/big\", \"cloud/*\"]\nstrategy = \"weighted\"\nweights = [1, 1]\n",
+            "must name one",
+        ),
         ("[[rules]]\nname = \"r\"\nreject = { status = 200, message = \"x\" }\n", "not 4xx/5xx"),
     ];
     for (text, expected) in cases {
@@ -406,7 +418,8 @@ fn compile_errors_point_at_the_problem() {
     }
 }
 
-const WORDS: &[&str] = &["hello", "привіт", "please", "summarise", "звіт", "the", "report", "дякую", "42", "2026-11-22"];
+const WORDS: &[&str] =
+    &["hello", "привіт", "please", "summarise", "звіт", "the", "report", "дякую", "42", "2026-11-22"];
 const PII: &[&str] = &[
     "olena@example.com",
     "+380 50 123 45 67",
@@ -418,11 +431,8 @@ const PII: &[&str] = &[
 const MODELS: &[&str] = &["cloud/big", "cloud/small", "cloud/plain", "home/llama", "anywhere", "private", "fancy"];
 
 fn text_strategy() -> impl Strategy<Value = String> {
-    prop::collection::vec(
-        prop_oneof![4 => prop::sample::select(WORDS), 1 => prop::sample::select(PII)],
-        0..12,
-    )
-    .prop_map(|words| words.join(" "))
+    prop::collection::vec(prop_oneof![4 => prop::sample::select(WORDS), 1 => prop::sample::select(PII)], 0..12)
+        .prop_map(|words| words.join(" "))
 }
 
 /// Built once: the property runs hundreds of cases.

@@ -66,6 +66,26 @@ fn check_lists_every_problem_with_its_location() {
 }
 
 #[test]
+fn check_compiles_policies_against_the_providers() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "http://127.0.0.1:9");
+    std::fs::write(
+        dir.path().join("policies/routes.toml"),
+        "[aliases.fast]\ntargets = [\"mockai/gpt-mock\", \"openia/gpt-5\"]\n\n[[rules]]\nname = \"r\"\nwhen = { pii = [\"passport\"] }\n",
+    )
+    .unwrap();
+    let (ok, stdout, _) = run(&["check", "--config", "config.toml"], dir.path());
+    assert!(!ok);
+    assert!(stdout.contains("policies/routes.toml:2:31: no provider is called \"openia\""), "{stdout}");
+    assert!(stdout.contains("policies/routes.toml:6:8: rule \"r\": unknown PII class \"passport\""), "{stdout}");
+
+    std::fs::write(dir.path().join("policies/routes.toml"), "[aliases.fast]\ntargets = [\"mockai/*\"]\n").unwrap();
+    let (ok, stdout, _) = run(&["check", "--config", "config.toml"], dir.path());
+    assert!(ok, "{stdout}");
+    assert!(stdout.contains("(1 aliases, 0 rules)"), "{stdout}");
+}
+
+#[test]
 fn serve_refuses_an_open_network_address_without_a_master_key() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), "http://127.0.0.1:9");

@@ -128,7 +128,8 @@ retries = 0
     let stream = |model: &str| json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "Hi"}]});
     let reply = post(&gateway, "/v1/chat/completions", &stream("early")).await;
     assert_eq!(reply.status, 200);
-    let text: String = reply.stream_chunks().iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    let text: String =
+        reply.stream_chunks().iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
     assert_eq!(text, crate::support::mock::REPLY, "one clean answer, from the fallback");
     assert_eq!(reply.header("x-switchyard-route"), Some("rule=default; target=mockai/gpt-mock; attempts=2"));
 
@@ -137,7 +138,11 @@ retries = 0
     let data = reply.sse_data();
     assert!(data.last().unwrap().contains("\"error\""), "the stream ends with an error event: {data:?}");
     assert!(!data.iter().any(|d| d == "[DONE]"));
-    assert_eq!(chat_models(&mock), ["cut-before-content", "gpt-mock", "cut-mid-stream"], "no retry once content was sent");
+    assert_eq!(
+        chat_models(&mock),
+        ["cut-before-content", "gpt-mock", "cut-mid-stream"],
+        "no retry once content was sent"
+    );
 }
 
 #[tokio::test]
@@ -248,12 +253,18 @@ targets = ["local/llama-mock"]
     body["user"] = json!("tg-12345");
     body["max_completion_tokens"] = json!(400);
     let reply = post(&gateway, "/v1/chat/completions", &body).await;
-    assert_eq!(reply.header("x-switchyard-route"), Some("rule=short-answers-for-bots; target=mockai/gpt-mock; attempts=1"));
+    assert_eq!(
+        reply.header("x-switchyard-route"),
+        Some("rule=short-answers-for-bots; target=mockai/gpt-mock; attempts=1")
+    );
     assert_eq!(mock.last().body["max_completion_tokens"], 50);
 
     let body = json!({"model": "mockai/gpt-mock", "messages": [{"role": "user", "content": "Translate: добрий день"}]});
     let reply = post(&gateway, "/v1/chat/completions", &body).await;
-    assert_eq!(reply.header("x-switchyard-route"), Some("rule=translations-local; target=local/llama-mock; attempts=1"));
+    assert_eq!(
+        reply.header("x-switchyard-route"),
+        Some("rule=translations-local; target=local/llama-mock; attempts=1")
+    );
     assert_eq!(mock.last().path, "/api/chat");
 }
 
@@ -281,11 +292,14 @@ targets = ["auto"]
     let candidates = trace["candidates"].as_array().unwrap();
     let by_name = |name: &str| candidates.iter().find(|c| c["target"] == name).unwrap().clone();
     assert_eq!(by_name("mockai/shared-model")["capabilities_fit"], false, "shared-model has no tools");
-    assert!(by_name("nokey/lonely-model")["skipped_because"].as_str().unwrap().contains("SWITCHYARD_TEST_NEVER_SET_KEY"));
+    assert!(
+        by_name("nokey/lonely-model")["skipped_because"].as_str().unwrap().contains("SWITCHYARD_TEST_NEVER_SET_KEY")
+    );
     assert_eq!(trace["plan"], json!(["local/llama-mock", "mockai/gpt-mock"]), "free local model first");
     assert!(mock.received().is_empty(), "explaining never calls an upstream");
 
-    let unauthenticated = send(client().post(format!("{}/admin/route/explain", gateway.url)).body(body.to_string())).await;
+    let unauthenticated =
+        send(client().post(format!("{}/admin/route/explain", gateway.url)).body(body.to_string())).await;
     error_of(&unauthenticated, 401);
 }
 
@@ -326,7 +340,8 @@ async fn policies_hot_reload_without_failing_requests_and_refuse_invalid_edits()
     let put = |text: &str| {
         client().put(format!("{}/admin/policies/test", gateway.url)).bearer_auth(MASTER_KEY).body(text.to_owned())
     };
-    let error = error_of(&send(put("[aliases.live]\ntargets = [\"mockai/gpt-mock\"]\nstrategy = \"random\"\n")).await, 400);
+    let error =
+        error_of(&send(put("[aliases.live]\ntargets = [\"mockai/gpt-mock\"]\nstrategy = \"random\"\n")).await, 400);
     assert!(error["message"].as_str().unwrap().contains("test.toml:3:12"), "{error}");
     let reply = send(put("[aliases.live]\ntargets = [\"mockai/shared-model\"]\n")).await;
     assert_eq!(reply.status, 200, "{}", reply.text);

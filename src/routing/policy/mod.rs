@@ -216,7 +216,8 @@ pub fn compile(files: &[DataFile], registry: &Registry, health: &Health) -> Resu
     for (file, policy) in &parsed {
         for (name, pattern) in &policy.pii_classes {
             let at = |message: String| Problem::at_span(&file.path, &file.text, Some(pattern.span()), message);
-            if super::pii::PiiClass::builtin(name).is_some() || custom_pii.iter().any(|(n, _): &(String, _)| n == name) {
+            if super::pii::PiiClass::builtin(name).is_some() || custom_pii.iter().any(|(n, _): &(String, _)| n == name)
+            {
                 problems.push(at(format!("PII class {name:?} is already defined")));
             } else if !is_valid_name(name) {
                 problems.push(at(format!("PII class name {name:?} must be lowercase letters, digits or `_`")));
@@ -391,10 +392,8 @@ impl Compiler<'_> {
             route.label = name.to_owned();
             route
         });
-        self.aliases.insert(
-            name.to_owned(),
-            route.clone().map(|route| Alias { route, description: spec.description.clone() }),
-        );
+        self.aliases
+            .insert(name.to_owned(), route.clone().map(|route| Alias { route, description: spec.description.clone() }));
         route
     }
 
@@ -543,8 +542,11 @@ impl Compiler<'_> {
         let downgrade = rule.downgrade.as_ref().and_then(|downgrade| {
             let spec = downgrade.get_ref();
             if !(0.0..=100.0).contains(&spec.budget_spent_percent) {
-                self.problems
-                    .push(file_problem(file, downgrade.span(), "`budget_spent_percent` is between 0 and 100".into()));
+                self.problems.push(file_problem(
+                    file,
+                    downgrade.span(),
+                    "`budget_spent_percent` is between 0 and 100".into(),
+                ));
                 return None;
             }
             let route = self.route(file, &spec.to, None, None, all, &mut stack)?;

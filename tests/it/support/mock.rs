@@ -80,7 +80,12 @@ impl MockUpstream {
 fn record(state: &MockState, path: &str, headers: &HeaderMap, body: &Bytes) -> Value {
     let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let at = std::time::Instant::now();
-    state.received.lock().unwrap().push(Received { at, path: path.into(), headers: headers.clone(), body: body.clone() });
+    state.received.lock().unwrap().push(Received {
+        at,
+        path: path.into(),
+        headers: headers.clone(),
+        body: body.clone(),
+    });
     *state.seen.lock().unwrap().entry(model_of(&body)).or_default() += 1;
     body
 }
@@ -96,9 +101,8 @@ async fn failure(state: &MockState, model: &str, ollama: bool) -> Option<Respons
             .into_response()
     };
     let seen = state.seen.lock().unwrap().get(model).copied().unwrap_or(0);
-    let failing_first = |prefix: &str| {
-        model.strip_prefix(prefix).and_then(|n| n.parse::<usize>().ok()).is_some_and(|n| seen <= n)
-    };
+    let failing_first =
+        |prefix: &str| model.strip_prefix(prefix).and_then(|n| n.parse::<usize>().ok()).is_some_and(|n| seen <= n);
     if let Some(ms) = model.strip_prefix("delay-").and_then(|ms| ms.parse::<u64>().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
