@@ -83,7 +83,7 @@ def main():
     lines.append("## Results")
     lines.append("")
     lines.append("| target | 1: p50 ms | 1: p99 ms | 1: added p50 / p99 ms | 2: req/s | 2: p50 / p99 ms | 2: vs direct | 2: switchyard ÷ target "
-                 "| 2: req/s by oha | 3: streams/s | 3: first chunk p50 / p99 ms | 3: added first chunk p99 ms | 4: streams ok / failed | 4: peak RSS MB | 5: idle RSS MB | 5: RSS after 2 MB |")
+                 "| 2: req/s by oha | 3: streams/s | 3: first content p50 / p99 ms | 3: added first content p99 ms | 4: streams ok / failed | 4: peak RSS MB | 5: idle RSS MB | 5: RSS after 2 MB |")
     lines.append("|" + "---|" * 16)
     for target, row in rows.items():
         rps = get(row, "throughput", "rps")

@@ -1,5 +1,7 @@
 //! A small HTTP/1.1 load generator for LLM gateways. Unlike general tools it measures
-//! time to first chunk of streamed responses, and it reports every non-2xx answer.
+//! time to the first content of streamed responses (the first chunk carrying text, as a
+//! user sees it; OpenAI-style streams open with an empty role-only chunk that does not
+//! count), and it reports every non-2xx answer.
 //!
 //! Each connection sends requests back to back over keep-alive; results are printed as
 //! one JSON object.
@@ -98,7 +100,7 @@ async fn connect(target: &Target) -> Result<http1::SendRequest<Full<Bytes>>, Str
     Ok(sender)
 }
 
-/// One request: (status, first chunk after, total) or an error.
+/// One request: (status, first content after, total) or an error.
 async fn one(
     sender: &mut http1::SendRequest<Full<Bytes>>,
     target: &Target,
@@ -119,12 +121,21 @@ async fn one(
     let mut first_chunk = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| format!("body: {e}"))?;
-        if first_chunk.is_none() && frame.data_ref().is_some_and(|d| !d.is_empty()) {
+        if first_chunk.is_none() && frame.data_ref().is_some_and(|d| carries_content(d)) {
             first_chunk = Some(started.elapsed());
         }
     }
     let total = started.elapsed();
     Ok((status, first_chunk.unwrap_or(total), total))
+}
+
+/// Whether a body chunk holds a non-empty `"content":"…"` (any chunk of a non-SSE body counts).
+fn carries_content(data: &[u8]) -> bool {
+    if !data.starts_with(b"data:") {
+        return !data.is_empty();
+    }
+    let needle = b"\"content\":\"";
+    data.windows(needle.len() + 1).any(|w| w.starts_with(needle) && w[needle.len()] != b'"')
 }
 
 async fn worker(
