@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Gateway, MockUpstream, error_of, post};
+use crate::support::{MockUpstream, error_of, post, setup_with_policy};
 
 const EMAIL: &str = "olena.kovalenko@example.com";
 const PHONE: &str = "+380 50 123 45 67";
@@ -33,15 +33,9 @@ fn assert_no_pii_reached_the_cloud(mock: &MockUpstream) {
     }
 }
 
-async fn start(policy: &str) -> (MockUpstream, Gateway) {
-    let mock = MockUpstream::start().await;
-    let gateway = Gateway::start_with_policy(&mock.url, policy);
-    (mock, gateway)
-}
-
 #[tokio::test]
 async fn local_only_serves_pii_locally_and_never_falls_back_to_cloud() {
-    let (mock, gateway) = start(
+    let (mock, gateway) = setup_with_policy(
         r#"
 [aliases.anywhere]
 targets = ["local/fail-500", "mockai/gpt-mock"]
@@ -81,7 +75,7 @@ backoff_ms = 10
 
 #[tokio::test]
 async fn redact_sends_placeholders_and_restores_the_originals_streamed_or_not() {
-    let (mock, gateway) = start(
+    let (mock, gateway) = setup_with_policy(
         r#"
 [[rules]]
 name = "pii-redacted"
@@ -114,7 +108,7 @@ backoff_ms = 10
 
 #[tokio::test]
 async fn block_names_the_classes_never_the_values() {
-    let (mock, gateway) = start(
+    let (mock, gateway) = setup_with_policy(
         r#"
 [[rules]]
 name = "no-secrets"
@@ -140,7 +134,7 @@ privacy = "block"
 
 #[tokio::test]
 async fn embeddings_follow_the_same_privacy_rules() {
-    let (mock, gateway) = start(
+    let (mock, gateway) = setup_with_policy(
         r#"
 [[rules]]
 name = "pii-local"

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Gateway, MASTER_KEY, MockUpstream, client, error_of, get, post, send};
+use crate::support::{Gateway, MASTER_KEY, MockUpstream, client, error_of, get, post, send, setup_with_policy};
 
 fn chat(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "Hi"}]})
@@ -21,15 +21,9 @@ fn chat_models(mock: &MockUpstream) -> Vec<String> {
         .collect()
 }
 
-async fn start(policy: &str) -> (MockUpstream, Gateway) {
-    let mock = MockUpstream::start().await;
-    let gateway = Gateway::start_with_policy(&mock.url, policy);
-    (mock, gateway)
-}
-
 #[tokio::test]
 async fn aliases_are_listed_and_route_by_their_strategy() {
-    let (_mock, gateway) = start(
+    let (_mock, gateway) = setup_with_policy(
         r#"
 [aliases.thrifty]
 targets = ["mockai/gpt-mock", "mockai/shared-model"]
@@ -56,7 +50,7 @@ targets = ["mockai/gpt-mock", "local/llama-mock"]
 
 #[tokio::test]
 async fn passing_failures_are_retried_with_backoff_then_fall_back_in_order() {
-    let (mock, gateway) = start(
+    let (mock, gateway) = setup_with_policy(
         r#"
 [aliases.chain]
 targets = ["mockai/flaky-9", "mockai/fail-500", "mockai/gpt-mock"]
@@ -79,7 +73,7 @@ backoff_ms = 200
 
 #[tokio::test]
 async fn retry_after_is_honoured_and_4xx_is_not_retried() {
-    let (mock, gateway) = start(
+    let (mock, gateway) = setup_with_policy(
         r#"
 [aliases.limited]
 targets = ["mockai/flaky429-1"]
@@ -112,7 +106,7 @@ backoff_ms = 10
 
 #[tokio::test]
 async fn a_stream_falls_back_before_its_first_content_and_never_after() {
-    let (mock, gateway) = start(
+    let (mock, gateway) = setup_with_policy(
         r#"
 [aliases.early]
 targets = ["mockai/cut-before-content", "mockai/gpt-mock"]
@@ -147,7 +141,7 @@ retries = 0
 
 #[tokio::test]
 async fn slow_first_bytes_time_out_and_fall_back() {
-    let (mock, gateway) = start(
+    let (mock, gateway) = setup_with_policy(
         r#"
 [[rules]]
 name = "impatient"
@@ -166,7 +160,7 @@ retries = 0
 
 #[tokio::test]
 async fn an_open_circuit_is_skipped_in_planning() {
-    let (mock, gateway) = start(
+    let (mock, gateway) = setup_with_policy(
         r#"
 [aliases.chain]
 targets = ["mockai/fail-500", "mockai/gpt-mock"]
@@ -220,7 +214,7 @@ async fn a_full_concurrency_queue_spills_to_the_next_target() {
 
 #[tokio::test]
 async fn rules_match_on_user_tags_and_message_and_act() {
-    let (mock, gateway) = start(
+    let (mock, gateway) = setup_with_policy(
         r#"
 [[rules]]
 name = "no-batch-jobs"
@@ -270,7 +264,7 @@ targets = ["local/llama-mock"]
 
 #[tokio::test]
 async fn explain_traces_rules_candidates_and_plan_without_calling_upstream() {
-    let (mock, gateway) = start(
+    let (mock, gateway) = setup_with_policy(
         r#"
 [aliases.auto]
 targets = ["mockai/gpt-mock", "mockai/shared-model", "local/llama-mock", "nokey/lonely-model"]
@@ -305,7 +299,7 @@ targets = ["auto"]
 
 #[tokio::test]
 async fn policies_hot_reload_without_failing_requests_and_refuse_invalid_edits() {
-    let (_mock, gateway) = start("[aliases.live]\ntargets = [\"mockai/gpt-mock\"]\n").await;
+    let (_mock, gateway) = setup_with_policy("[aliases.live]\ntargets = [\"mockai/gpt-mock\"]\n").await;
     let file = gateway.policies_dir().join("test.toml");
 
     // Load runs while the file is rewritten several times.

@@ -19,6 +19,13 @@ pub async fn setup() -> (MockUpstream, Gateway) {
     (mock, gateway)
 }
 
+/// A started mock plus a gateway whose `policies/test.toml` is `policy`.
+pub async fn setup_with_policy(policy: &str) -> (MockUpstream, Gateway) {
+    let mock = MockUpstream::start().await;
+    let gateway = Gateway::start_with_policy(&mock.url, policy);
+    (mock, gateway)
+}
+
 pub struct Reply {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
