@@ -56,8 +56,9 @@ pub enum PipelineError {
     InvalidRequest(#[from] InvalidRequest),
     #[error(transparent)]
     Routing(#[from] RoutingError),
-    #[error(transparent)]
-    Provider(#[from] ProviderError),
+    /// Every attempt of the plan failed; `route` says which were made.
+    #[error("{error}")]
+    Upstream { error: ProviderError, route: Box<RouteReport> },
 }
 
 /// A chat answer for the client.
@@ -82,6 +83,13 @@ pub struct RouteReport {
     pub cost_estimate: Option<f64>,
 }
 
+impl RouteReport {
+    /// The `x-switchyard-route` header value.
+    pub fn header(&self) -> String {
+        format!("rule={}; target={}; attempts={}", self.rule, self.target, self.attempts)
+    }
+}
+
 /// `POST /v1/chat/completions`
 pub async fn chat(
     gateway: &Gateway,
@@ -101,7 +109,8 @@ pub async fn chat(
         |r, model| r.model = model,
         |adapter, r| Box::pin(async move { hold_until_content(adapter.chat(r).await?).await }),
     )
-    .await?;
+    .await
+    .map_err(|failed| failed.into_error(&plan))?;
     let report = dispatched.report(&plan);
     let attempt_started = dispatched.attempt_started;
     let mut record = Settlement::new(context, dispatched.target, dispatched.slot, started);
@@ -142,7 +151,9 @@ pub async fn embeddings(
         privacy::redact_embeddings(&mut request, &plan.detector);
     }
     let started = Instant::now();
-    let dispatched = dispatch(&plan, request, |r, model| r.model = model, |adapter, r| adapter.embeddings(r)).await?;
+    let dispatched = dispatch(&plan, request, |r, model| r.model = model, |adapter, r| adapter.embeddings(r))
+        .await
+        .map_err(|failed| failed.into_error(&plan))?;
     let report = dispatched.report(&plan);
     let mut record = Settlement::new(context, dispatched.target, dispatched.slot, started);
     record.usage = dispatched.reply.usage;
@@ -205,6 +216,25 @@ impl<Reply> Dispatched<Reply> {
     }
 }
 
+/// Why dispatch gave up: the last error, after how many calls, on which target.
+struct DispatchFailure {
+    error: ProviderError,
+    attempts: u32,
+    last_target: Option<String>,
+}
+
+impl DispatchFailure {
+    fn into_error(self, plan: &Plan) -> PipelineError {
+        let route = RouteReport {
+            rule: plan.rule.clone().unwrap_or_else(|| "default".into()),
+            target: self.last_target.unwrap_or_else(|| "none".into()),
+            attempts: self.attempts,
+            cost_estimate: None,
+        };
+        PipelineError::Upstream { error: self.error, route: Box::new(route) }
+    }
+}
+
 /// Phase 5: the plan's targets in order. Passing faults (connect errors, timeouts, 429,
 /// 5xx, a stream broken before its first content) are retried on the same target with
 /// backoff, then the next target is tried; a target that refuses the request (401, 403,
@@ -214,11 +244,12 @@ async fn dispatch<Request: Clone, Reply>(
     request: Request,
     set_model: fn(&mut Request, String),
     call: impl for<'a> Fn(&'a dyn WireAdapter, Request) -> BoxFuture<'a, Result<Reply, ProviderError>>,
-) -> Result<Dispatched<Reply>, ProviderError> {
+) -> Result<Dispatched<Reply>, DispatchFailure> {
     let settings = &plan.settings;
     let deadline = settings.deadline.map(|limit| Instant::now() + limit);
     let mut request = Some(request);
     let mut last_error = None;
+    let mut last_target = None;
     let mut attempts = 0;
     'targets: for (index, target) in plan.attempts.iter().enumerate() {
         let Ok(adapter) = target.provider.adapter() else { continue };
@@ -239,6 +270,7 @@ async fn dispatch<Request: Clone, Reply>(
             let Some(mut attempt) = (if last { request.take() } else { request.clone() }) else { break 'targets };
             set_model(&mut attempt, target.model.clone());
             attempts += 1;
+            last_target = Some(target.name());
             let started = Instant::now();
             let limit = [settings.first_byte_timeout, settings.total_timeout, deadline.map(|d| d - started)]
                 .into_iter()
@@ -271,7 +303,7 @@ async fn dispatch<Request: Clone, Reply>(
             drop(slot);
             tracing::debug!(target = %target.name(), attempt = attempts, ?next, "attempt failed: {error}");
             match next {
-                NextStep::GiveUp => return Err(error),
+                NextStep::GiveUp => return Err(DispatchFailure { error, attempts, last_target }),
                 NextStep::NextTarget => {
                     last_error = Some(error);
                     continue 'targets;
@@ -289,10 +321,11 @@ async fn dispatch<Request: Clone, Reply>(
             }
         }
     }
-    Err(last_error.unwrap_or_else(|| ProviderError::Unreachable {
+    let error = last_error.unwrap_or_else(|| ProviderError::Unreachable {
         provider: "none".into(),
         cause: "no target of the plan could be tried".into(),
-    }))
+    });
+    Err(DispatchFailure { error, attempts, last_target })
 }
 
 /// Holds a stream back until its first content (text, tool call, or finish) has arrived,

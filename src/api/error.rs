@@ -112,7 +112,9 @@ impl From<PipelineError> for ApiError {
                 error.message,
             ),
             PipelineError::Routing(error) => routing_error(error),
-            PipelineError::Provider(error) => provider_error(error),
+            PipelineError::Upstream { error, route } => {
+                provider_error(error).with_header("x-switchyard-route", &route.header())
+            }
         }
     }
 }

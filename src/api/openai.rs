@@ -87,8 +87,7 @@ fn available_models(gateway: &Gateway) -> impl Iterator<Item = Model> + '_ {
 /// `x-switchyard-route: rule=…; target=…; attempts=…` and the cost estimate in USD.
 fn with_route(mut response: Response, route: &RouteReport) -> Response {
     let headers = response.headers_mut();
-    let value = format!("rule={}; target={}; attempts={}", route.rule, route.target, route.attempts);
-    if let Ok(value) = HeaderValue::from_str(&value) {
+    if let Ok(value) = HeaderValue::from_str(&route.header()) {
         headers.insert(HeaderName::from_static("x-switchyard-route"), value);
     }
     if let Some(cost) = route.cost_estimate

@@ -96,11 +96,13 @@ backoff_ms = 10
 
     let reply = post(&gateway, "/v1/chat/completions", &chat("refused")).await;
     error_of(&reply, 400);
+    assert_eq!(reply.header("x-switchyard-route"), Some("rule=default; target=mockai/fail-400; attempts=1"));
     assert_eq!(chat_models(&mock)[2..], ["fail-400"], "a 400 is neither retried nor sent elsewhere");
 
     // A 429 whose Retry-After is longer than max_backoff moves on at once.
     let reply = post(&gateway, "/v1/chat/completions", &chat("mockai/fail-429")).await;
     error_of(&reply, 429);
+    assert_eq!(reply.header("x-switchyard-route"), Some("rule=default; target=mockai/fail-429; attempts=1"));
     assert_eq!(reply.header("retry-after"), Some("7"));
 }
 
