@@ -2,13 +2,16 @@
 
 use std::sync::Arc;
 
-use crate::auth::MasterKey;
+use crate::auth::{FailedAuthGuard, MasterKey};
 use crate::config::{Config, Loaded, Problems};
+use crate::keys::KeyCache;
+use crate::limits::Limiter;
 use crate::providers::Registry;
 use crate::routing::health::Health;
 use crate::routing::policy;
 use crate::routing::reload::PolicyStore;
 use crate::routing::{NoBudgets, Router};
+use crate::store::{Store, StoreError};
 
 pub struct Gateway {
     pub config: Config,
@@ -16,22 +19,51 @@ pub struct Gateway {
     pub router: Arc<Router>,
     pub policies: Arc<PolicyStore>,
     pub master_key: Option<MasterKey>,
+    pub store: Store,
+    pub keys: KeyCache,
+    pub limiter: Arc<Limiter>,
+    pub failed_auth: FailedAuthGuard,
     /// Unix seconds at start; the `created` of models in `/v1/models`.
     pub started_at: u64,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(Problems),
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Limits(#[from] crate::limits::counters::CounterError),
+}
+
+/// The provider registry and the policies compiled against it: everything `check`
+/// validates, without opening any store.
+pub fn compile_routing(loaded: &Loaded) -> Result<(Arc<Registry>, Router), Problems> {
+    let registry = Arc::new(Registry::new(loaded.providers.clone()));
+    let health = Arc::new(Health::default());
+    let policy = policy::compile(&loaded.policies, &registry, &health).map_err(Problems)?;
+    Ok((registry, Router::new(policy, health, Arc::new(NoBudgets))))
+}
+
 impl Gateway {
-    /// Builds the provider registry and compiles the policies against it.
-    pub fn new(loaded: Loaded, master_key: Option<MasterKey>) -> Result<Self, Problems> {
-        let registry = Arc::new(Registry::new(loaded.providers));
-        let health = Arc::new(Health::default());
-        let policy = policy::compile(&loaded.policies, &registry, &health).map_err(Problems)?;
+    /// Compiles routing, opens the database (creating it on first start) and the limit
+    /// counters.
+    pub async fn start(loaded: Loaded, master_key: Option<MasterKey>) -> Result<Self, StartError> {
+        let (registry, router) = compile_routing(&loaded).map_err(StartError::Config)?;
+        let config = loaded.config;
+        let store = Store::open(&config.storage.database_url, &config.storage.data_dir).await?;
+        let limiter = Arc::new(Limiter::new(&config.limits, store.clone())?);
         Ok(Gateway {
-            config: loaded.config,
             registry,
-            router: Arc::new(Router::new(policy, health, Arc::new(NoBudgets))),
+            router: Arc::new(router),
             policies: Arc::new(PolicyStore::new(loaded.policies_dir)),
             master_key,
+            keys: KeyCache::new(store.clone()),
+            limiter,
+            store,
+            failed_auth: FailedAuthGuard::new(config.failed_auth_per_minute),
+            config,
             started_at: jiff::Timestamp::now().as_second().max(0) as u64,
         })
     }

@@ -7,8 +7,10 @@ use clap::{Parser, Subcommand};
 
 use switchyard::auth::MasterKey;
 use switchyard::config;
-use switchyard::gateway::Gateway;
+use switchyard::gateway::{self, Gateway};
+use switchyard::keys::{KeyCache, NewKey};
 use switchyard::providers::catalog::ApiKey;
+use switchyard::store::Store;
 
 /// switchyard: one OpenAI-compatible endpoint in front of OpenAI, DeepSeek, Groq and Ollama.
 ///
@@ -29,6 +31,9 @@ Examples:
   switchyard serve                                 run on config/dev.toml (or the built-in defaults)
   switchyard serve --listen 0.0.0.0:8080           listen on every interface (needs SWITCHYARD_MASTER_KEY)
   switchyard check --config config/prod.toml       validate a config before deploying it
+  switchyard keys create --name support-bot --team support \\
+      --policy '{\"limits\":{\"rpm\":600},\"end_user_limits\":{\"rpm\":20}}'
+                                                   a virtual key (printed once)
 
 Docs: README.md in the repository; GET /readyz shows which providers are usable.";
 
@@ -50,6 +55,39 @@ enum Command {
         #[arg(long, env = "SWITCHYARD_CONFIG", value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Manage virtual keys in the configured database (running gateways see changes
+    /// within two seconds).
+    Keys {
+        /// Config file. Default: config/dev.toml, or the built-in copy if it does not exist.
+        #[arg(long, global = true, env = "SWITCHYARD_CONFIG", value_name = "PATH")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create a key and print it (it is not shown again).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        team: Option<String>,
+        /// Models, limits and budgets as JSON, e.g.
+        /// '{"models":["auto"],"limits":{"rpm":60},"budgets":[{"amount":10,"unit":"usd","period":"month"}]}'
+        #[arg(long, value_name = "JSON")]
+        policy: Option<String>,
+        /// When the key stops working (RFC 3339, e.g. 2027-01-01T00:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        expires: Option<jiff::Timestamp>,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key by id.
+    Revoke { id: String },
+    /// Give a key a new secret; the old one stops working.
+    Rotate { id: String },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +95,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config, listen } => serve(config, listen),
         Command::Check { config } => check(config),
+        Command::Keys { config, action } => keys(config, action),
     }
 }
 
@@ -71,25 +110,82 @@ fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
     };
     switchyard::telemetry::init(&loaded.config.log);
     let listen = listen.unwrap_or(loaded.config.listen);
-    let gateway = match Gateway::new(loaded, MasterKey::from_env()) {
-        Ok(gateway) => Arc::new(gateway),
-        Err(problems) => {
-            eprintln!("{problems}");
-            eprintln!("switchyard: not starting: the policies have {} problem(s)", problems.0.len());
-            return ExitCode::FAILURE;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("switchyard: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(switchyard::server::serve(gateway, listen)) {
+    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+    let result = runtime.block_on(async {
+        let gateway = match Gateway::start(loaded, MasterKey::from_env()).await {
+            Ok(gateway) => Arc::new(gateway),
+            Err(error) => return Err(format!("not starting: {error}")),
+        };
+        switchyard::server::serve(gateway, listen).await.map_err(|error| error.to_string())
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error}");
+            eprintln!("switchyard: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => Some(runtime),
+        Err(error) => {
+            eprintln!("switchyard: cannot start the async runtime: {error}");
+            None
+        }
+    }
+}
+
+fn keys(config_path: Option<PathBuf>, action: KeysAction) -> ExitCode {
+    let loaded = match config::load(config_path.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(problems) => {
+            eprintln!("{problems}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+    let storage = loaded.config.storage;
+    let result: Result<(), String> = runtime.block_on(async {
+        let store = Store::open(&storage.database_url, &storage.data_dir).await.map_err(|e| e.to_string())?;
+        let keys = KeyCache::new(store.clone());
+        match action {
+            KeysAction::Create { name, team, policy, expires } => {
+                let policy = match policy {
+                    Some(json) => serde_json::from_str(&json).map_err(|e| format!("--policy: {e}"))?,
+                    None => Default::default(),
+                };
+                let new = NewKey { name, team, policy, metadata: None, expires_at: expires.map(|t| t.as_second()) };
+                let (record, secret) = keys.create(new).await.map_err(|e| e.to_string())?;
+                println!("{secret}");
+                eprintln!("created {} ({}); the key above is not shown again", record.id, record.name);
+            }
+            KeysAction::List => {
+                for key in store.list_keys().await.map_err(|e| e.to_string())? {
+                    let state = if key.revoked_at.is_some() { "revoked" } else { "live" };
+                    let policy = serde_json::to_string(&key.policy).unwrap_or_default();
+                    let team = key.team.as_deref().unwrap_or("-");
+                    println!("{}\t{}\t{}\t{team}\t{state}\t{policy}", key.id, key.prefix, key.name);
+                }
+            }
+            KeysAction::Revoke { id } => {
+                if !keys.revoke(&id).await.map_err(|e| e.to_string())? {
+                    return Err(format!("no live key {id}"));
+                }
+                eprintln!("revoked {id}");
+            }
+            KeysAction::Rotate { id } => match keys.rotate(&id).await.map_err(|e| e.to_string())? {
+                Some(secret) => println!("{secret}"),
+                None => return Err(format!("no live key {id}")),
+            },
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
             eprintln!("switchyard: {error}");
             ExitCode::FAILURE
         }
@@ -120,11 +216,11 @@ fn check(config_path: Option<PathBuf>) -> ExitCode {
     let models: usize = loaded.providers.iter().map(|p| p.models.len()).sum();
     let (providers, policy_files) = (loaded.providers.len(), loaded.policies.len());
     // Policies are compiled against the providers, exactly as `serve` does.
-    let gateway = match Gateway::new(loaded, None) {
-        Ok(gateway) => gateway,
+    let router = match gateway::compile_routing(&loaded) {
+        Ok((_, router)) => router,
         Err(problems) => return report(problems),
     };
-    let policy = gateway.router.policy();
+    let policy = router.policy();
     println!(
         "{origin}: ok: {providers} providers, {models} models, {policy_files} policy files ({} aliases, {} rules)",
         policy.aliases.len(),

@@ -1,8 +1,9 @@
 //! One request's path through the gateway, in named phases:
 //!
 //! 1. **authenticate**: bearer key → [`Principal`]
-//! 2. **admit**: rate limits and quota reservation
-//! 3. **plan**: the policy engine turns the request into a [`Plan`] of upstream attempts
+//! 2. **plan**: the policy engine turns the request into a [`Plan`] of upstream attempts
+//! 3. **admit**: rate limits, and a budget reservation of the most the plan can cost
+//!    (planning comes first because that cost depends on the targets' prices)
 //! 4. **enrich**: memory and gateway tools added to the request
 //! 5. **dispatch**: the attempts, with retries and fallbacks; streams pass through chunk
 //!    by chunk once their first content has arrived
@@ -21,19 +22,26 @@ use tokio::time::Instant;
 
 use crate::auth::{self, AuthError, Principal};
 use crate::gateway::Gateway;
+use crate::keys::{KEY_PREFIX, Lookup};
+use crate::limits::spec::BudgetUnit;
+use crate::limits::{Admission, Demand, LimitError, RateHeaders, Subject};
 use crate::protocol::parse::{self, InvalidRequest};
 use crate::protocol::{ChatCompletionRequest, Usage};
 use crate::providers::{ChatReply, EventStream, ProviderError, StreamEvent, WireAdapter};
 use crate::routing::fallback::{self, NextStep};
+use crate::routing::glob::Glob;
 use crate::routing::health::CallSlot;
 use crate::routing::privacy::{self, StreamRestorer};
 use crate::routing::redact::Redactions;
 use crate::routing::{Caller, Plan, RouteInput, RoutingError, Target};
+use crate::store::UsageRow;
 
 /// What the edge knows of a request before the pipeline runs.
 #[derive(Default)]
 pub struct RequestContext {
     pub request_id: String,
+    /// The connection's peer address.
+    pub client_ip: Option<std::net::IpAddr>,
     /// The `Authorization` header, if any.
     pub authorization: Option<String>,
     /// `x-switchyard-user`: the end user a bot is serving.
@@ -43,8 +51,14 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    pub fn caller(&self) -> Caller<'_> {
-        Caller { key_id: None, team: None, end_user: self.end_user.as_deref(), tags_header: self.tags.as_deref() }
+    pub fn caller<'a>(&'a self, principal: &'a Principal) -> Caller<'a> {
+        let key = principal.key().map(|key| &key.record);
+        Caller {
+            key_id: key.map(|key| key.id.as_str()),
+            team: key.and_then(|key| key.team.as_deref()),
+            end_user: self.end_user.as_deref(),
+            tags_header: self.tags.as_deref(),
+        }
     }
 }
 
@@ -56,6 +70,8 @@ pub enum PipelineError {
     InvalidRequest(#[from] InvalidRequest),
     #[error(transparent)]
     Routing(#[from] RoutingError),
+    #[error(transparent)]
+    Limit(#[from] LimitError),
     /// Every attempt of the plan failed; `route` says which were made.
     #[error("{error}")]
     Upstream { error: ProviderError, route: Box<RouteReport> },
@@ -81,6 +97,8 @@ pub struct RouteReport {
     pub attempts: u32,
     /// USD for the serving target, from the prompt estimate and expected output.
     pub cost_estimate: Option<f64>,
+    /// The key's rate-limit state, for the `x-ratelimit-*` headers.
+    pub limits: RateHeaders,
 }
 
 impl RouteReport {
@@ -96,10 +114,14 @@ pub async fn chat(
     context: &RequestContext,
     body: &[u8],
 ) -> Result<(ChatOutput, RouteReport), PipelineError> {
-    let principal = authenticate(gateway, context)?;
+    let principal = authenticate(gateway, context).await?;
     let mut request = parse::chat_request(body)?;
-    admit(gateway, &principal)?;
-    let plan = gateway.router.plan(&gateway.registry, &RouteInput::chat(&request, &context.caller()), None)?;
+    may_use_model(&principal, &request.model)?;
+    let input = RouteInput::chat(&request, &context.caller(&principal));
+    let end_user = input.end_user.map(str::to_owned);
+    let plan = gateway.router.plan(&gateway.registry, &input, None)?;
+    drop(input);
+    let admission = admit(gateway, &principal, end_user.as_deref(), &plan, request.max_output_tokens()).await?;
     let redactions = apply_plan(&plan, &mut request);
     let request = enrich(request, &plan);
     let started = Instant::now();
@@ -111,9 +133,10 @@ pub async fn chat(
     )
     .await
     .map_err(|failed| failed.into_error(&plan))?;
-    let report = dispatched.report(&plan);
+    let report = dispatched.report(&plan, &admission);
     let attempt_started = dispatched.attempt_started;
-    let mut record = Settlement::new(context, dispatched.target, dispatched.slot, started);
+    let mut record =
+        Settlement::new(gateway, context, &principal, end_user, dispatched.target, dispatched.slot, admission, started);
     let output = match dispatched.reply {
         ChatReply::Complete { body, usage } => {
             record.usage = usage;
@@ -142,10 +165,14 @@ pub async fn embeddings(
     context: &RequestContext,
     body: &[u8],
 ) -> Result<(Bytes, RouteReport), PipelineError> {
-    let principal = authenticate(gateway, context)?;
+    let principal = authenticate(gateway, context).await?;
     let mut request = parse::embeddings_request(body)?;
-    admit(gateway, &principal)?;
-    let plan = gateway.router.plan(&gateway.registry, &RouteInput::embeddings(&request, &context.caller()), None)?;
+    may_use_model(&principal, &request.model)?;
+    let input = RouteInput::embeddings(&request, &context.caller(&principal));
+    let end_user = input.end_user.map(str::to_owned);
+    let plan = gateway.router.plan(&gateway.registry, &input, None)?;
+    drop(input);
+    let admission = admit(gateway, &principal, end_user.as_deref(), &plan, Some(0)).await?;
     if plan.redacts() {
         // Embeddings of the placeholders: nothing to restore in a vector.
         privacy::redact_embeddings(&mut request, &plan.detector);
@@ -154,23 +181,107 @@ pub async fn embeddings(
     let dispatched = dispatch(&plan, request, |r, model| r.model = model, |adapter, r| adapter.embeddings(r))
         .await
         .map_err(|failed| failed.into_error(&plan))?;
-    let report = dispatched.report(&plan);
-    let mut record = Settlement::new(context, dispatched.target, dispatched.slot, started);
+    let report = dispatched.report(&plan, &admission);
+    let mut record =
+        Settlement::new(gateway, context, &principal, end_user, dispatched.target, dispatched.slot, admission, started);
     record.usage = dispatched.reply.usage;
     record.outcome = Some(Outcome::Completed);
     record.settle();
     Ok((dispatched.reply.body, report))
 }
 
-/// Phase 1: the caller behind the request's bearer key.
-pub fn authenticate(gateway: &Gateway, context: &RequestContext) -> Result<Principal, AuthError> {
-    auth::authenticate(gateway.master_key.as_ref(), context.authorization.as_deref())
+/// Phase 1: the caller behind the request's bearer key. Failures count against the
+/// client's address, and an address over its failure limit is refused before any lookup.
+pub async fn authenticate(gateway: &Gateway, context: &RequestContext) -> Result<Principal, AuthError> {
+    let token = context.authorization.as_deref().and_then(auth::bearer_token);
+    match token {
+        Some(token) => {
+            if let Some(principal) = auth::master(gateway.master_key.as_ref(), token) {
+                return Ok(principal);
+            }
+            if let Some(Lookup::Valid(key)) = gateway.keys.cached(token) {
+                return Ok(Principal::Key(key));
+            }
+        }
+        None if gateway.master_key.is_none() => return Ok(Principal::Open),
+        None => {}
+    }
+    if let Some(ip) = context.client_ip
+        && let Err(retry_after_ms) = gateway.failed_auth.check(ip)
+    {
+        return Err(AuthError::TooManyFailures { retry_after_ms });
+    }
+    let outcome = match token {
+        None => Err(AuthError::Missing),
+        Some(token) if token.starts_with(KEY_PREFIX) => match gateway.keys.lookup(token).await {
+            Ok(Lookup::Valid(key)) => Ok(Principal::Key(key)),
+            Ok(Lookup::Unknown) => Err(AuthError::Invalid),
+            Ok(Lookup::Revoked) => Err(AuthError::Revoked),
+            Ok(Lookup::Expired) => Err(AuthError::Expired),
+            // The store is down: not the client's fault, not counted against it.
+            Err(error) => return Err(AuthError::Unavailable(error.to_string())),
+        },
+        // Open mode: a client that sends some placeholder key is let in.
+        Some(_) if gateway.master_key.is_none() => Ok(Principal::Open),
+        Some(_) => Err(AuthError::Invalid),
+    };
+    if outcome.is_err()
+        && let Some(ip) = context.client_ip
+    {
+        gateway.failed_auth.failed(ip);
+    }
+    outcome
 }
 
-/// Phase 2: rate limits and quota reservation. Every caller is admitted until limits exist.
-fn admit(_gateway: &Gateway, _principal: &Principal) -> Result<(), PipelineError> {
-    Ok(())
+/// A virtual key may be limited to some models and aliases.
+fn may_use_model(principal: &Principal, model: &str) -> Result<(), AuthError> {
+    let Some(key) = principal.key() else { return Ok(()) };
+    let allowed = &key.record.policy.models;
+    if allowed.is_empty() || allowed.iter().any(|pattern| Glob::new(pattern).matches(model)) {
+        return Ok(());
+    }
+    Err(AuthError::Forbidden(format!("this key may not use model `{model}`; it may use: {}", allowed.join(", "))))
 }
+
+/// Phase 3: a virtual key's rate limits, and a reservation of the most this request can
+/// cost against its budgets (and its team's and end user's). Master and open callers
+/// are not limited.
+async fn admit(
+    gateway: &Gateway,
+    principal: &Principal,
+    end_user: Option<&str>,
+    plan: &Plan,
+    max_output: Option<u32>,
+) -> Result<Option<Admission>, LimitError> {
+    let Some(key) = principal.key() else { return Ok(None) };
+    let has_usd_budget = [&key.record.policy.budgets, &key.record.policy.end_user_budgets]
+        .into_iter()
+        .chain(key.team.as_ref().map(|team| &team.policy.budgets))
+        .flatten()
+        .any(|budget| budget.unit == BudgetUnit::Usd);
+    let mut demand = Demand { tokens: 0, usd: 0.0 };
+    for target in &plan.attempts {
+        let output = match (max_output, target.spec()) {
+            (Some(asked), Some(spec)) => asked.min(spec.max_output_tokens.max(1)),
+            (Some(asked), None) => asked,
+            (None, Some(spec)) => spec.max_output_tokens,
+            (None, None) => UNLISTED_MAX_OUTPUT,
+        };
+        let output = u64::from(plan.max_tokens.map_or(output, |cap| output.min(cap)));
+        demand.tokens = demand.tokens.max(plan.prompt_tokens + output);
+        match target.spec() {
+            Some(spec) => demand.usd = demand.usd.max(spec.cost_usd(plan.prompt_tokens, output)),
+            // A local model nobody listed costs nothing; a cloud one must be priced.
+            None if target.is_local() || !has_usd_budget => {}
+            None => return Err(LimitError::Unpriced { model: target.name() }),
+        }
+    }
+    let subject = Subject { key: &key.record, team: key.team.as_ref(), end_user };
+    gateway.limiter.admit(&subject, demand).await.map(Some)
+}
+
+/// Output assumed for a model without a catalog entry when the request sets no limit.
+const UNLISTED_MAX_OUTPUT: u32 = 4096;
 
 /// Phase 3, applied: the rule's output cap and, under `redact`, placeholders for PII.
 fn apply_plan(plan: &Plan, request: &mut ChatCompletionRequest) -> Option<Arc<Redactions>> {
@@ -206,12 +317,13 @@ struct Dispatched<Reply> {
 }
 
 impl<Reply> Dispatched<Reply> {
-    fn report(&self, plan: &Plan) -> RouteReport {
+    fn report(&self, plan: &Plan, admission: &Option<Admission>) -> RouteReport {
         RouteReport {
             rule: plan.rule.clone().unwrap_or_else(|| "default".into()),
             target: self.target.name(),
             attempts: self.attempts,
             cost_estimate: plan.cost_estimates.get(self.index).copied().flatten(),
+            limits: admission.as_ref().map(|a| a.headers.clone()).unwrap_or_default(),
         }
     }
 }
@@ -230,6 +342,7 @@ impl DispatchFailure {
             target: self.last_target.unwrap_or_else(|| "none".into()),
             attempts: self.attempts,
             cost_estimate: None,
+            limits: RateHeaders::default(),
         };
         PipelineError::Upstream { error: self.error, route: Box::new(route) }
     }
@@ -395,7 +508,8 @@ enum Outcome {
 }
 
 /// Phase 6: what a request used and cost. Settled exactly once: when a complete answer
-/// is sent, or when a stream ends, fails or is dropped by a departing client.
+/// is sent, or when a stream ends, fails or is dropped by a departing client. The usage
+/// row is written and the limits' reservations are settled with the real figures.
 struct Settlement {
     request_id: String,
     target: Target,
@@ -404,21 +518,49 @@ struct Settlement {
     /// `None` while a stream is running; still `None` when it is dropped means the
     /// client went away.
     outcome: Option<Outcome>,
+    key_id: Option<String>,
+    team: Option<String>,
+    end_user: Option<String>,
+    admission: Option<Admission>,
+    store: crate::store::Store,
     /// The deployment stays busy until the answer is settled.
     _slot: CallSlot,
 }
 
 impl Settlement {
-    fn new(context: &RequestContext, target: Target, slot: CallSlot, started: Instant) -> Self {
-        Settlement { request_id: context.request_id.clone(), target, started, usage: None, outcome: None, _slot: slot }
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        gateway: &Gateway,
+        context: &RequestContext,
+        principal: &Principal,
+        end_user: Option<String>,
+        target: Target,
+        slot: CallSlot,
+        admission: Option<Admission>,
+        started: Instant,
+    ) -> Self {
+        let key = principal.key().map(|key| &key.record);
+        Settlement {
+            request_id: context.request_id.clone(),
+            target,
+            started,
+            usage: None,
+            outcome: None,
+            key_id: key.map(|key| key.id.clone()),
+            team: key.and_then(|key| key.team.clone()),
+            end_user,
+            admission,
+            store: gateway.store.clone(),
+            _slot: slot,
+        }
     }
 
     /// Records now; `Drop` does the recording, so a stream dropped midway is settled too.
     fn settle(self) {}
 
-    fn record(&self) {
+    fn record(&mut self) {
         let (input, output) = self.usage.as_ref().map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
-        let cost_usd = self.target.spec().map(|spec| spec.cost_usd(input, output));
+        let cost_usd = self.target.spec().map_or(0.0, |spec| spec.cost_usd(input, output));
         let outcome = match &self.outcome {
             Some(Outcome::Completed) => "completed",
             Some(Outcome::Failed(_)) => "failed",
@@ -429,12 +571,40 @@ impl Settlement {
             target = %self.target.name(),
             input_tokens = input,
             output_tokens = output,
-            cost_usd = cost_usd.unwrap_or(0.0),
+            cost_usd,
             usage_reported = self.usage.is_some(),
             elapsed_ms = self.started.elapsed().as_millis() as u64,
             error = match &self.outcome { Some(Outcome::Failed(e)) => e.as_str(), _ => "" },
             "{outcome}"
         );
+        if let Some(admission) = self.admission.take() {
+            if self.usage.is_some() {
+                admission.settle(input + output, cost_usd);
+            } else {
+                // Unknown usage (a cut stream, a departed client): keep the whole
+                // reservation as spent rather than risk an overspend.
+                admission.keep_reservation();
+            }
+        }
+        let row = UsageRow {
+            request_id: self.request_id.clone(),
+            at: jiff::Timestamp::now().as_second(),
+            key_id: self.key_id.take(),
+            team: self.team.take(),
+            end_user: self.end_user.take(),
+            model: self.target.name(),
+            input_tokens: input as i64,
+            output_tokens: output as i64,
+            cost_usd,
+        };
+        let store = self.store.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = store.record_usage(&row).await {
+                    tracing::error!(request_id = %row.request_id, "usage not recorded: {error}");
+                }
+            });
+        }
     }
 }
 

@@ -49,7 +49,8 @@ pub async fn serve(gateway: Arc<Gateway>, listen: SocketAddr) -> Result<(), Serv
     let listener = listener.tap_io(|connection| {
         let _ = connection.set_nodelay(true);
     });
-    let server = axum::serve(listener, api::router(gateway)).with_graceful_shutdown(async move {
+    let app = api::router(gateway).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections; draining in-flight requests for up to {grace:?}");
         let _ = stopping_tx.send(true);

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::openai::RequestBody;
-use crate::auth::{AuthError, Principal};
+use crate::auth::AuthError;
 use crate::gateway::Gateway;
 use crate::pipeline::{self, RequestContext};
 use crate::protocol::parse;
@@ -19,9 +19,11 @@ use crate::routing::explain::{Trace, TraceError};
 use crate::routing::reload::{Change, PolicyChangeError};
 
 /// The master key, or open (loopback-only) mode; never a virtual key.
-fn authorize(gateway: &Gateway, context: &RequestContext) -> Result<(), AuthError> {
-    match pipeline::authenticate(gateway, context)? {
-        Principal::Master | Principal::Open => Ok(()),
+pub(super) async fn authorize(gateway: &Gateway, context: &RequestContext) -> Result<(), AuthError> {
+    if pipeline::authenticate(gateway, context).await?.is_admin() {
+        Ok(())
+    } else {
+        Err(AuthError::Forbidden("virtual keys cannot use /admin; use the master key".into()))
     }
 }
 
@@ -32,7 +34,7 @@ pub async fn explain_route(
     context: RequestContext,
     RequestBody(body): RequestBody,
 ) -> Response {
-    if let Err(error) = authorize(&gateway, &context) {
+    if let Err(error) = authorize(&gateway, &context).await {
         return ApiError::from(error).into_response();
     }
     let request = match parse::chat_request(&body) {
@@ -40,7 +42,8 @@ pub async fn explain_route(
         Err(error) => return ApiError::from(pipeline::PipelineError::from(error)).into_response(),
     };
     let mut trace = Trace::default();
-    let input = RouteInput::chat(&request, &context.caller());
+    let principal = crate::auth::Principal::Master;
+    let input = RouteInput::chat(&request, &context.caller(&principal));
     if let Err(error) = gateway.router.plan(&gateway.registry, &input, Some(&mut trace)) {
         trace.error = Some(TraceError { status: error.status(), message: error.to_string() });
     }
@@ -72,7 +75,7 @@ struct RuleView {
 
 /// `GET /admin/policies`: the active policy, its version and the change history.
 pub async fn get_policies(State(gateway): State<Arc<Gateway>>, context: RequestContext) -> Response {
-    if let Err(error) = authorize(&gateway, &context) {
+    if let Err(error) = authorize(&gateway, &context).await {
         return ApiError::from(error).into_response();
     }
     let policy = gateway.router.policy();
@@ -98,7 +101,7 @@ pub async fn put_policy(
     Path(name): Path<String>,
     RequestBody(body): RequestBody,
 ) -> Response {
-    if let Err(error) = authorize(&gateway, &context) {
+    if let Err(error) = authorize(&gateway, &context).await {
         return ApiError::from(error).into_response();
     }
     let Ok(text) = String::from_utf8(body.to_vec()) else {

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use crate::auth::AuthError;
+use crate::limits::LimitError;
 use crate::pipeline::PipelineError;
 use crate::protocol::ErrorEnvelope;
 use crate::providers::ProviderError;
@@ -89,14 +90,67 @@ impl ApiError {
 
 impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> Self {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_request_error",
-            Some("invalid_api_key"),
-            None,
-            error.to_string(),
-        )
-        .with_header("www-authenticate", "Bearer")
+        let message = error.to_string();
+        match error {
+            AuthError::Missing | AuthError::Invalid | AuthError::Revoked | AuthError::Expired => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "invalid_request_error", Some("invalid_api_key"), None, message)
+                    .with_header("www-authenticate", "Bearer")
+            }
+            AuthError::TooManyFailures { retry_after_ms } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "requests", Some("rate_limit_exceeded"), None, message)
+                    .with_header("retry-after", &retry_after_ms.div_ceil(1000).to_string())
+            }
+            AuthError::Forbidden(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "invalid_request_error", Some("permission_denied"), None, message)
+            }
+            AuthError::Unavailable(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("auth_unavailable"), None, message)
+            }
+        }
+    }
+}
+
+impl From<LimitError> for ApiError {
+    fn from(error: LimitError) -> Self {
+        let message = error.to_string();
+        match error {
+            LimitError::RateLimited { retry_after_ms, headers, .. } => {
+                let mut api = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "requests",
+                    Some("rate_limit_exceeded"),
+                    None,
+                    message,
+                )
+                .with_header("retry-after", &retry_after_ms.div_ceil(1000).max(1).to_string())
+                .with_header("retry-after-ms", &retry_after_ms.to_string());
+                for (name, value) in headers.pairs() {
+                    api = api.with_header(name, &value);
+                }
+                api
+            }
+            LimitError::BudgetExhausted { .. } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "insufficient_quota",
+                Some("insufficient_quota"),
+                None,
+                message,
+            ),
+            LimitError::Unavailable => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("limits_unavailable"),
+                None,
+                message,
+            ),
+            LimitError::Unpriced { .. } => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("model_unpriced"),
+                Some("model"),
+                message,
+            ),
+        }
     }
 }
 
@@ -112,6 +166,7 @@ impl From<PipelineError> for ApiError {
                 error.message,
             ),
             PipelineError::Routing(error) => routing_error(error),
+            PipelineError::Limit(error) => error.into(),
             PipelineError::Upstream { error, route } => {
                 provider_error(error).with_header("x-switchyard-route", &route.header())
             }

@@ -4,7 +4,9 @@ mod admin;
 mod edge;
 mod error;
 mod health;
+mod keys;
 mod openai;
+mod usage;
 
 use std::sync::Arc;
 
@@ -24,6 +26,12 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{*id}", get(openai::get_model))
+        .route("/v1/usage", get(usage::own_usage))
+        .route("/admin/keys", post(keys::create).get(keys::list))
+        .route("/admin/keys/{id}/revoke", post(keys::revoke))
+        .route("/admin/keys/{id}/rotate", post(keys::rotate))
+        .route("/admin/teams/{id}", put(keys::put_team))
+        .route("/admin/usage", get(usage::admin_usage))
         .route("/admin/route/explain", post(admin::explain_route))
         .route("/admin/policies", get(admin::get_policies))
         .route("/admin/policies/{name}", put(admin::put_policy))

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -13,9 +15,11 @@ use futures_util::stream;
 
 use super::edge::RequestId;
 use super::error::{ApiError, stream_error_frame};
+use crate::auth::Principal;
 use crate::gateway::Gateway;
 use crate::pipeline::{self, ChatOutput, FrameStream, RequestContext, RouteReport};
 use crate::protocol::models::{Model, ModelList};
+use crate::routing::glob::Glob;
 
 pub async fn chat_completions(
     State(gateway): State<Arc<Gateway>>,
@@ -41,10 +45,20 @@ pub async fn embeddings(
 }
 
 pub async fn list_models(State(gateway): State<Arc<Gateway>>, context: RequestContext) -> Response {
-    if let Err(error) = pipeline::authenticate(&gateway, &context) {
-        return ApiError::from(error).into_response();
-    }
-    Json(ModelList { object: "list".into(), data: available_models(&gateway).collect() }).into_response()
+    let principal = match pipeline::authenticate(&gateway, &context).await {
+        Ok(principal) => principal,
+        Err(error) => return ApiError::from(error).into_response(),
+    };
+    let data = available_models(&gateway).filter(|model| allowed(&principal, &model.id)).collect();
+    Json(ModelList { object: "list".into(), data }).into_response()
+}
+
+/// Whether a virtual key may use `model` (its `models` globs; empty: everything).
+fn allowed(principal: &Principal, model: &str) -> bool {
+    principal.key().is_none_or(|key| {
+        let patterns = &key.record.policy.models;
+        patterns.is_empty() || patterns.iter().any(|pattern| Glob::new(pattern).matches(model))
+    })
 }
 
 pub async fn get_model(
@@ -52,8 +66,12 @@ pub async fn get_model(
     context: RequestContext,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(error) = pipeline::authenticate(&gateway, &context) {
-        return ApiError::from(error).into_response();
+    let principal = match pipeline::authenticate(&gateway, &context).await {
+        Ok(principal) => principal,
+        Err(error) => return ApiError::from(error).into_response(),
+    };
+    if !allowed(&principal, &id) {
+        return ApiError::model_not_found(&id).into_response();
     }
     if let Some(model) = available_models(&gateway).find(|m| m.id == id) {
         return Json(model).into_response();
@@ -95,6 +113,11 @@ fn with_route(mut response: Response, route: &RouteReport) -> Response {
     {
         headers.insert(HeaderName::from_static("x-switchyard-cost-estimate"), value);
     }
+    for (name, value) in route.limits.pairs() {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
     response
 }
 
@@ -121,6 +144,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         Ok(RequestContext {
             request_id,
+            client_ip: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()),
             authorization: header(header::AUTHORIZATION.as_str()),
             end_user: header("x-switchyard-user"),
             tags: header("x-switchyard-tags"),

@@ -15,6 +15,7 @@ use toml::Spanned;
 pub use diagnostics::{Problem, Problems};
 pub use interpolate::EnvString;
 
+use crate::limits::{LimitsConfig, RedisFailure};
 use crate::providers::catalog::{self, ProviderSpec};
 use crate::routing::policy::file::PolicyFile;
 
@@ -45,6 +46,19 @@ pub struct Config {
     pub log: LogConfig,
     /// How often `policies/` is checked for changes.
     pub policy_reload_interval: Duration,
+    pub storage: StorageConfig,
+    pub limits: LimitsConfig,
+    /// Failed authentications allowed per client address and minute.
+    pub failed_auth_per_minute: u64,
+}
+
+/// Where durable state lives.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// SQLite's file goes here when `database_url` is empty.
+    pub data_dir: PathBuf,
+    /// `postgres://…` (or `sqlite:…`); empty: SQLite under `data_dir`. Never logged.
+    pub database_url: String,
 }
 
 /// Default timeouts for every upstream call; a provider file may override them.
@@ -111,7 +125,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Problems> {
             return Err(Problems(vec![Problem::from_toml(&config_file.path, &config_file.text, &error)]));
         }
     };
-    let config = match file.validate(&config_file) {
+    let config = match file.validate(&config_file, base_dir.as_deref()) {
         Ok(config) => config,
         Err(problem) => return Err(Problems(vec![problem])),
     };
@@ -186,6 +200,47 @@ struct ConfigFile {
     log: LogSection,
     #[serde(default)]
     routing: RoutingSection,
+    #[serde(default)]
+    storage: StorageSection,
+    #[serde(default)]
+    limits: LimitsSection,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct StorageSection {
+    /// Relative to the config file's directory.
+    data_dir: EnvString,
+    database_url: EnvString,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection { data_dir: EnvString::from("../data".to_owned()), database_url: EnvString::from(String::new()) }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LimitsSection {
+    redis_url: EnvString,
+    redis_timeout_ms: u64,
+    redis_key_prefix: EnvString,
+    /// `fail_open` or `fail_closed`.
+    on_redis_failure: Spanned<EnvString>,
+    failed_auth_per_ip_per_minute: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            redis_url: EnvString::from(String::new()),
+            redis_timeout_ms: 100,
+            redis_key_prefix: EnvString::from("switchyard:".to_owned()),
+            on_redis_failure: Spanned::new(0..0, EnvString::from("fail_open".to_owned())),
+            failed_auth_per_ip_per_minute: 60,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -263,7 +318,7 @@ impl Default for LogSection {
 }
 
 impl ConfigFile {
-    fn validate(&self, file: &DataFile) -> Result<Config, Problem> {
+    fn validate(&self, file: &DataFile, base_dir: Option<&Path>) -> Result<Config, Problem> {
         let listen_span = self.server.listen.span();
         let listen = self.server.listen.get_ref().parse::<SocketAddr>().map_err(|error| {
             Problem::at_span(
@@ -274,6 +329,18 @@ impl ConfigFile {
             )
         })?;
         let upstream = &self.upstream;
+        let on_redis_failure = match &**self.limits.on_redis_failure.get_ref() {
+            "fail_open" => RedisFailure::FailOpen,
+            "fail_closed" => RedisFailure::FailClosed,
+            other => {
+                return Err(Problem::at_span(
+                    &file.path,
+                    &file.text,
+                    Some(self.limits.on_redis_failure.span()),
+                    format!("`on_redis_failure` is \"fail_open\" or \"fail_closed\", not {other:?}"),
+                ));
+            }
+        };
         Ok(Config {
             origin: file.path.clone(),
             listen,
@@ -286,6 +353,21 @@ impl ConfigFile {
             },
             log: LogConfig { format: self.log.format, level: self.log.level.to_string() },
             policy_reload_interval: Duration::from_millis(self.routing.policy_reload_ms.max(100)),
+            storage: StorageConfig {
+                data_dir: match base_dir {
+                    Some(base) => base.join(&*self.storage.data_dir),
+                    // The built-in config: a `data` folder where the gateway runs.
+                    None => PathBuf::from("data"),
+                },
+                database_url: self.storage.database_url.to_string(),
+            },
+            limits: LimitsConfig {
+                redis_url: Some(self.limits.redis_url.to_string()).filter(|url| !url.trim().is_empty()),
+                redis_timeout: Duration::from_millis(self.limits.redis_timeout_ms.max(1)),
+                redis_prefix: self.limits.redis_key_prefix.to_string(),
+                on_redis_failure,
+            },
+            failed_auth_per_minute: self.limits.failed_auth_per_ip_per_minute,
         })
     }
 }

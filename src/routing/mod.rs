@@ -11,7 +11,7 @@
 
 pub mod explain;
 pub mod fallback;
-mod glob;
+pub mod glob;
 pub mod health;
 pub mod input;
 pub mod pii;
@@ -106,6 +106,8 @@ pub struct Plan {
     pub max_tokens: Option<u32>,
     /// Estimated USD per attempt (same order as `attempts`), `None` where unpriced.
     pub cost_estimates: Vec<Option<f64>>,
+    /// The prompt's estimated tokens (see `tokens`).
+    pub prompt_tokens: u64,
 }
 
 impl Plan {
@@ -337,6 +339,7 @@ impl Router {
             detector: policy.detector.clone(),
             max_tokens: actions.max_tokens,
             cost_estimates,
+            prompt_tokens: input.prompt_tokens(false),
         })
     }
 

@@ -45,6 +45,15 @@ level = "info"
 
 [routing]
 policy_reload_ms = 100
+
+[storage]
+data_dir = "data"
+database_url = "${SWITCHYARD_TEST_DATABASE_URL_FOR_GATEWAY:-}"
+
+[limits]
+redis_url = "${SWITCHYARD_TEST_REDIS_URL_FOR_GATEWAY:-}"
+redis_key_prefix = "${SWITCHYARD_TEST_REDIS_PREFIX:-switchyard:}"
+on_redis_failure = "${SWITCHYARD_TEST_REDIS_FAILURE:-fail_open}"
 "#,
     )
     .unwrap();

@@ -1,0 +1,98 @@
+//! Usage reports: `GET /admin/usage` for admins, `GET /v1/usage` for a key's own
+//! limits, budgets and spend.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::admin::authorize;
+use super::error::ApiError;
+use crate::auth::AuthError;
+use crate::gateway::Gateway;
+use crate::pipeline::{self, RequestContext};
+use crate::store::{UsageFilter, UsageGroup};
+
+/// `GET /admin/usage?group_by=key|team|end_user|model&key=&team=&end_user=&model=&since=&until=`
+/// (`since`/`until`: Unix seconds or RFC 3339).
+pub async fn admin_usage(
+    State(gateway): State<Arc<Gateway>>,
+    context: RequestContext,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(error) = authorize(&gateway, &context).await {
+        return ApiError::from(error).into_response();
+    }
+    let bad = |message: String| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", None, None, message).into_response()
+    };
+    let group = match query.get("group_by") {
+        None => None,
+        Some(name) => match UsageGroup::parse(name) {
+            Some(group) => Some(group),
+            None => return bad(format!("group_by is key, team, end_user or model, not {name:?}")),
+        },
+    };
+    let mut times = [None, None];
+    for (slot, name) in times.iter_mut().zip(["since", "until"]) {
+        if let Some(raw) = query.get(name) {
+            match parse_time(raw) {
+                Some(at) => *slot = Some(at),
+                None => return bad(format!("{name} is Unix seconds or an RFC 3339 time, not {raw:?}")),
+            }
+        }
+    }
+    let filter = UsageFilter {
+        key_id: query.get("key").cloned(),
+        team: query.get("team").cloned(),
+        end_user: query.get("end_user").cloned(),
+        model: query.get("model").cloned(),
+        since: times[0],
+        until: times[1],
+    };
+    match gateway.store.usage(&filter, group).await {
+        Ok(totals) => Json(json!({ "object": "list", "data": totals })).into_response(),
+        Err(error) => ApiError::internal(format!("usage cannot be read: {error}")).into_response(),
+    }
+}
+
+fn parse_time(raw: &str) -> Option<i64> {
+    raw.parse::<i64>().ok().or_else(|| raw.parse::<jiff::Timestamp>().ok().map(|t| t.as_second()))
+}
+
+/// `GET /v1/usage`: the calling key's limits, each budget's use in its current window,
+/// and its spend so far.
+pub async fn own_usage(State(gateway): State<Arc<Gateway>>, context: RequestContext) -> Response {
+    let principal = match pipeline::authenticate(&gateway, &context).await {
+        Ok(principal) => principal,
+        Err(error) => return ApiError::from(error).into_response(),
+    };
+    let Some(key) = principal.key() else {
+        let error = AuthError::Forbidden("/v1/usage describes a virtual key; the master key has no limits".into());
+        return ApiError::from(error).into_response();
+    };
+    let record = &key.record;
+    let budgets = gateway.limiter.budget_use(&format!("key:{}", record.id), &record.policy.budgets).await;
+    let filter = UsageFilter { key_id: Some(record.id.clone()), ..UsageFilter::default() };
+    let total = match gateway.store.usage(&filter, None).await {
+        Ok(totals) => totals.into_iter().next().unwrap_or_default(),
+        Err(error) => return ApiError::internal(format!("usage cannot be read: {error}")).into_response(),
+    };
+    Json(json!({
+        "key": { "id": record.id, "name": record.name, "team": record.team },
+        "limits": record.policy.limits,
+        "end_user_limits": record.policy.end_user_limits,
+        "budgets": budgets.into_iter().map(|(budget, used, resets_at)| json!({
+            "budget": budget,
+            "used": used,
+            "remaining": (budget.amount - used).max(0.0),
+            "resets_at": jiff::Timestamp::from_second(resets_at).map(|t| t.to_string()).unwrap_or_default(),
+        })).collect::<Vec<_>>(),
+        "total": total,
+    }))
+    .into_response()
+}

@@ -1,0 +1,138 @@
+//! Counters in this process: exact for one instance, zero setup.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use futures_util::future::{BoxFuture, FutureExt, ready};
+
+use super::counters::{Check, CounterError, Counters, Release, Verdict, gcra};
+
+#[derive(Default)]
+pub struct MemoryCounters {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Rate buckets: theoretical arrival time in ms.
+    rates: HashMap<String, f64>,
+    concurrency: HashMap<String, u64>,
+    budgets: HashMap<String, BudgetBucket>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct BudgetBucket {
+    spent: f64,
+    reserved: f64,
+}
+
+impl MemoryCounters {
+    fn decide(&self, checks: &[Check], now_ms: u64) -> Verdict {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = now_ms as f64;
+        let mut outcomes = Vec::with_capacity(checks.len());
+        for (index, check) in checks.iter().enumerate() {
+            let passed = match check {
+                Check::Rate { key, per_minute, cost } => {
+                    let tat = state.rates.get(key).copied().unwrap_or(0.0);
+                    match gcra(tat, now, *per_minute, *cost) {
+                        Ok(passed) => Some(passed),
+                        Err(wait) => return Verdict::Refused { index, retry_after_ms: Some(wait) },
+                    }
+                }
+                Check::Concurrency { key, max } => {
+                    if state.concurrency.get(key).copied().unwrap_or(0) >= *max {
+                        return Verdict::Refused { index, retry_after_ms: Some(1000) };
+                    }
+                    None
+                }
+                Check::Budget { buckets, limit, amount, .. } => {
+                    let used: f64 = buckets
+                        .iter()
+                        .filter_map(|bucket| state.budgets.get(bucket))
+                        .map(|b| b.spent + b.reserved)
+                        .sum();
+                    if used + amount > *limit {
+                        return Verdict::Refused { index, retry_after_ms: None };
+                    }
+                    None
+                }
+            };
+            outcomes.push(passed);
+        }
+        // Every check passed: count them all.
+        let mut states = Vec::with_capacity(checks.len());
+        for (check, outcome) in checks.iter().zip(outcomes) {
+            match check {
+                Check::Rate { key, .. } => {
+                    if let Some((tat, rate)) = outcome {
+                        state.rates.insert(key.clone(), tat);
+                        states.push(Some(rate));
+                        continue;
+                    }
+                }
+                Check::Concurrency { key, .. } => *state.concurrency.entry(key.clone()).or_default() += 1,
+                Check::Budget { buckets, amount, .. } => {
+                    if let Some(current) = buckets.first() {
+                        state.budgets.entry(current.clone()).or_default().reserved += amount;
+                    }
+                }
+            }
+            states.push(None);
+        }
+        Verdict::Admitted(states)
+    }
+
+    fn apply(&self, releases: &[Release], now_ms: u64) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        for release in releases {
+            match release {
+                Release::Concurrency { key } => {
+                    if let Some(count) = state.concurrency.get_mut(key) {
+                        *count = count.saturating_sub(1);
+                    }
+                }
+                Release::Budget { bucket, reserved, actual, .. } => {
+                    let bucket = state.budgets.entry(bucket.clone()).or_default();
+                    bucket.reserved = (bucket.reserved - reserved).max(0.0);
+                    bucket.spent += actual;
+                }
+                Release::Rate { key, per_minute, delta } => {
+                    let interval = super::counters::RATE_PERIOD_MS / (*per_minute).max(1) as f64;
+                    if let Some(tat) = state.rates.get_mut(key) {
+                        *tat = (*tat + *delta as f64 * interval).max(now_ms as f64 - super::counters::RATE_PERIOD_MS);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Counters for MemoryCounters {
+    fn admit<'a>(&'a self, checks: &'a [Check], now_ms: u64) -> BoxFuture<'a, Result<Verdict, CounterError>> {
+        ready(Ok(self.decide(checks, now_ms))).boxed()
+    }
+
+    fn release<'a>(&'a self, releases: &'a [Release], now_ms: u64) -> BoxFuture<'a, Result<(), CounterError>> {
+        self.apply(releases, now_ms);
+        ready(Ok(())).boxed()
+    }
+
+    fn missing<'a>(&'a self, buckets: &'a [String]) -> BoxFuture<'a, Result<Vec<String>, CounterError>> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let missing = buckets.iter().filter(|b| !state.budgets.contains_key(*b)).cloned().collect();
+        ready(Ok(missing)).boxed()
+    }
+
+    fn seed<'a>(&'a self, bucket: &'a str, spent: f64, _ttl_secs: u64) -> BoxFuture<'a, Result<(), CounterError>> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.budgets.entry(bucket.to_owned()).or_insert(BudgetBucket { spent, reserved: 0.0 });
+        ready(Ok(())).boxed()
+    }
+
+    fn used<'a>(&'a self, buckets: &'a [String]) -> BoxFuture<'a, Result<f64, CounterError>> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let used = buckets.iter().filter_map(|b| state.budgets.get(b)).map(|b| b.spent + b.reserved).sum();
+        ready(Ok(used)).boxed()
+    }
+}

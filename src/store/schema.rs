@@ -1,0 +1,66 @@
+//! The schema, as numbered steps applied once each. The same SQL runs on SQLite and
+//! PostgreSQL: TEXT, BIGINT and DOUBLE PRECISION only, timestamps as Unix seconds.
+
+use sqlx::AnyPool;
+
+const STEPS: &[&str] = &[
+    "CREATE TABLE teams (
+        id TEXT PRIMARY KEY,
+        policy TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    )",
+    "CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        team TEXT,
+        key_hash TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        policy TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        expires_at BIGINT,
+        revoked_at BIGINT,
+        created_at BIGINT NOT NULL
+    )",
+    "CREATE TABLE usage (
+        request_id TEXT PRIMARY KEY,
+        at BIGINT NOT NULL,
+        key_id TEXT,
+        team TEXT,
+        end_user TEXT,
+        model TEXT NOT NULL,
+        input_tokens BIGINT NOT NULL,
+        output_tokens BIGINT NOT NULL,
+        cost_usd DOUBLE PRECISION NOT NULL
+    )",
+    "CREATE INDEX usage_by_key ON usage (key_id, at)",
+    "CREATE INDEX usage_by_team ON usage (team, at)",
+];
+
+pub async fn apply(pool: &AnyPool) -> Result<(), sqlx::Error> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_steps (step BIGINT PRIMARY KEY)").execute(pool).await?;
+    let done: Vec<(i64,)> = sqlx::query_as("SELECT step FROM schema_steps").fetch_all(pool).await?;
+    for (index, step) in STEPS.iter().enumerate() {
+        let number = index as i64 + 1;
+        if done.iter().any(|(d,)| *d == number) {
+            continue;
+        }
+        if let Err(error) = apply_step(pool, number, step).await {
+            // Another instance starting at the same moment may have applied it first.
+            let applied: Option<(i64,)> = sqlx::query_as("SELECT step FROM schema_steps WHERE step = $1")
+                .bind(number)
+                .fetch_optional(pool)
+                .await?;
+            if applied.is_none() {
+                return Err(error);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn apply_step(pool: &AnyPool, number: i64, step: &str) -> Result<(), sqlx::Error> {
+    let mut transaction = pool.begin().await?;
+    sqlx::query(step).execute(&mut *transaction).await?;
+    sqlx::query("INSERT INTO schema_steps (step) VALUES ($1)").bind(number).execute(&mut *transaction).await?;
+    transaction.commit().await
+}
