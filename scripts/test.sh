@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian/Ubuntu machine, then runs all of them:
 # formatting, lints, unit and integration tests (the real binary over HTTP against mock
-# providers), the official openai Python SDK driving the gateway, and a quick run of the
-# benchmark harness (so it cannot rot; it fails on any non-2xx from switchyard).
+# providers, real Redis and PostgreSQL servers started here on their own ports), the
+# official openai Python SDK driving the gateway, and a quick run of the benchmark
+# harness (so it cannot rot; it fails on any non-2xx from switchyard).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,9 @@ fi
 echo "==> Python venv with the openai SDK (.venv-test)"
 [ -x .venv-test/bin/python ] || python3 -m venv .venv-test
 .venv-test/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+
+. scripts/services.sh
+trap stop_test_services EXIT
 
 echo "==> cargo fmt --check"
 cargo fmt --check

@@ -5,6 +5,7 @@ mod chat_ollama;
 mod chat_openai;
 mod cli;
 mod errors;
+mod limits;
 mod models_embeddings;
 mod privacy;
 mod python_sdk;

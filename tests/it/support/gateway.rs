@@ -47,7 +47,7 @@ level = "info"
 policy_reload_ms = 100
 
 [storage]
-data_dir = "data"
+data_dir = "${SWITCHYARD_TEST_DATA_DIR:-data}"
 database_url = "${SWITCHYARD_TEST_DATABASE_URL_FOR_GATEWAY:-}"
 
 [limits]

@@ -1,5 +1,6 @@
 pub mod gateway;
 pub mod mock;
+pub mod services;
 
 use serde_json::Value;
 
