@@ -10,7 +10,7 @@ use crate::providers::Registry;
 use crate::routing::health::Health;
 use crate::routing::policy;
 use crate::routing::reload::PolicyStore;
-use crate::routing::{NoBudgets, Router};
+use crate::routing::{BudgetView, Router};
 use crate::store::{Store, StoreError};
 
 pub struct Gateway {
@@ -38,22 +38,23 @@ pub enum StartError {
 }
 
 /// The provider registry and the policies compiled against it: everything `check`
-/// validates, without opening any store.
-pub fn compile_routing(loaded: &Loaded) -> Result<(Arc<Registry>, Router), Problems> {
+/// validates, without opening any store. `budgets` feeds budget-aware downgrades.
+pub fn compile_routing(loaded: &Loaded, budgets: Arc<dyn BudgetView>) -> Result<(Arc<Registry>, Router), Problems> {
     let registry = Arc::new(Registry::new(loaded.providers.clone()));
     let health = Arc::new(Health::default());
     let policy = policy::compile(&loaded.policies, &registry, &health).map_err(Problems)?;
-    Ok((registry, Router::new(policy, health, Arc::new(NoBudgets))))
+    Ok((registry, Router::new(policy, health, budgets)))
 }
 
 impl Gateway {
     /// Compiles routing, opens the database (creating it on first start) and the limit
     /// counters.
     pub async fn start(loaded: Loaded, master_key: Option<MasterKey>) -> Result<Self, StartError> {
-        let (registry, router) = compile_routing(&loaded).map_err(StartError::Config)?;
-        let config = loaded.config;
+        let config = &loaded.config;
         let store = Store::open(&config.storage.database_url, &config.storage.data_dir).await?;
         let limiter = Arc::new(Limiter::new(&config.limits, store.clone())?);
+        let (registry, router) = compile_routing(&loaded, limiter.clone()).map_err(StartError::Config)?;
+        let config = loaded.config;
         Ok(Gateway {
             registry,
             router: Arc::new(router),

@@ -216,7 +216,7 @@ fn check(config_path: Option<PathBuf>) -> ExitCode {
     let models: usize = loaded.providers.iter().map(|p| p.models.len()).sum();
     let (providers, policy_files) = (loaded.providers.len(), loaded.policies.len());
     // Policies are compiled against the providers, exactly as `serve` does.
-    let router = match gateway::compile_routing(&loaded) {
+    let router = match gateway::compile_routing(&loaded, Arc::new(switchyard::routing::NoBudgets)) {
         Ok((_, router)) => router,
         Err(problems) => return report(problems),
     };

@@ -24,10 +24,12 @@ use crate::auth::{self, AuthError, Principal};
 use crate::gateway::Gateway;
 use crate::keys::{KEY_PREFIX, Lookup};
 use crate::limits::spec::BudgetUnit;
+use crate::limits::spec::Limits;
 use crate::limits::{Admission, Demand, LimitError, RateHeaders, Subject};
 use crate::protocol::parse::{self, InvalidRequest};
 use crate::protocol::{ChatCompletionRequest, Usage};
-use crate::providers::{ChatReply, EventStream, ProviderError, StreamEvent, WireAdapter};
+use crate::protocol::ErrorEnvelope;
+use crate::providers::{ChatReply, EventStream, ProviderError, RetryAfter, StreamEvent, WireAdapter};
 use crate::routing::fallback::{self, NextStep};
 use crate::routing::glob::Glob;
 use crate::routing::health::CallSlot;
@@ -121,12 +123,15 @@ pub async fn chat(
     let end_user = input.end_user.map(str::to_owned);
     let plan = gateway.router.plan(&gateway.registry, &input, None)?;
     drop(input);
-    let admission = admit(gateway, &principal, end_user.as_deref(), &plan, request.max_output_tokens()).await?;
+    let max_output = request.max_output_tokens();
+    let admission = admit(gateway, &principal, end_user.as_deref(), &plan, max_output).await?;
     let redactions = apply_plan(&plan, &mut request);
     let request = enrich(request, &plan);
     let started = Instant::now();
     let dispatched = dispatch(
+        gateway,
         &plan,
+        max_output,
         request,
         |r, model| r.model = model,
         |adapter, r| Box::pin(async move { hold_until_content(adapter.chat(r).await?).await }),
@@ -135,8 +140,9 @@ pub async fn chat(
     .map_err(|failed| failed.into_error(&plan))?;
     let report = dispatched.report(&plan, &admission);
     let attempt_started = dispatched.attempt_started;
+    let admissions = [admission, dispatched.ticket].into_iter().flatten().collect();
     let mut record =
-        Settlement::new(gateway, context, &principal, end_user, dispatched.target, dispatched.slot, admission, started);
+        Settlement::new(gateway, context, &principal, end_user, dispatched.target, dispatched.slot, admissions, started);
     let output = match dispatched.reply {
         ChatReply::Complete { body, usage } => {
             record.usage = usage;
@@ -178,12 +184,15 @@ pub async fn embeddings(
         privacy::redact_embeddings(&mut request, &plan.detector);
     }
     let started = Instant::now();
-    let dispatched = dispatch(&plan, request, |r, model| r.model = model, |adapter, r| adapter.embeddings(r))
+    let dispatched = dispatch(gateway, &plan, Some(0), request, |r, model| r.model = model, |adapter, r| {
+        adapter.embeddings(r)
+    })
         .await
         .map_err(|failed| failed.into_error(&plan))?;
     let report = dispatched.report(&plan, &admission);
+    let admissions = [admission, dispatched.ticket].into_iter().flatten().collect();
     let mut record =
-        Settlement::new(gateway, context, &principal, end_user, dispatched.target, dispatched.slot, admission, started);
+        Settlement::new(gateway, context, &principal, end_user, dispatched.target, dispatched.slot, admissions, started);
     record.usage = dispatched.reply.usage;
     record.outcome = Some(Outcome::Completed);
     record.settle();
@@ -261,13 +270,7 @@ async fn admit(
         .any(|budget| budget.unit == BudgetUnit::Usd);
     let mut demand = Demand { tokens: 0, usd: 0.0 };
     for target in &plan.attempts {
-        let output = match (max_output, target.spec()) {
-            (Some(asked), Some(spec)) => asked.min(spec.max_output_tokens.max(1)),
-            (Some(asked), None) => asked,
-            (None, Some(spec)) => spec.max_output_tokens,
-            (None, None) => UNLISTED_MAX_OUTPUT,
-        };
-        let output = u64::from(plan.max_tokens.map_or(output, |cap| output.min(cap)));
+        let output = most_output(target, max_output, plan);
         demand.tokens = demand.tokens.max(plan.prompt_tokens + output);
         match target.spec() {
             Some(spec) => demand.usd = demand.usd.max(spec.cost_usd(plan.prompt_tokens, output)),
@@ -282,6 +285,17 @@ async fn admit(
 
 /// Output assumed for a model without a catalog entry when the request sets no limit.
 const UNLISTED_MAX_OUTPUT: u32 = 4096;
+
+/// The most output tokens `target` may produce for this request.
+fn most_output(target: &Target, asked: Option<u32>, plan: &Plan) -> u64 {
+    let output = match (asked, target.spec()) {
+        (Some(asked), Some(spec)) => asked.min(spec.max_output_tokens.max(1)),
+        (Some(asked), None) => asked,
+        (None, Some(spec)) => spec.max_output_tokens,
+        (None, None) => UNLISTED_MAX_OUTPUT,
+    };
+    u64::from(plan.max_tokens.map_or(output, |cap| output.min(cap)))
+}
 
 /// Phase 3, applied: the rule's output cap and, under `redact`, placeholders for PII.
 fn apply_plan(plan: &Plan, request: &mut ChatCompletionRequest) -> Option<Arc<Redactions>> {
@@ -310,6 +324,8 @@ struct Dispatched<Reply> {
     reply: Reply,
     /// Holds the deployment's in-flight count (and concurrency permit) until settlement.
     slot: CallSlot,
+    /// The deployment's rate-limit admission, settled with the real usage.
+    ticket: Option<Admission>,
     /// Position of `target` in the plan.
     index: usize,
     attempts: u32,
@@ -353,7 +369,9 @@ impl DispatchFailure {
 /// backoff, then the next target is tried; a target that refuses the request (401, 403,
 /// 404) is skipped; an error in the request itself (other 4xx) goes to the client.
 async fn dispatch<Request: Clone, Reply>(
+    gateway: &Gateway,
     plan: &Plan,
+    max_output: Option<u32>,
     request: Request,
     set_model: fn(&mut Request, String),
     call: impl for<'a> Fn(&'a dyn WireAdapter, Request) -> BoxFuture<'a, Result<Reply, ProviderError>>,
@@ -374,6 +392,20 @@ async fn dispatch<Request: Clone, Reply>(
                         provider: target.provider.id().to_owned(),
                         cause: unavailable.to_string(),
                     });
+                    continue 'targets;
+                }
+            };
+            // The provider account's own limits for this model, shared by every instance.
+            let limits = target.spec().map_or_else(Limits::default, |spec| Limits {
+                rpm: spec.rpm,
+                tpm: spec.tpm,
+                concurrent: None,
+            });
+            let tokens = plan.prompt_tokens + most_output(target, max_output, plan);
+            let ticket = match gateway.limiter.admit_deployment(&target.name(), limits, tokens).await {
+                Ok(ticket) => ticket,
+                Err(refused) => {
+                    last_error = Some(deployment_refused(target, &refused));
                     continue 'targets;
                 }
             };
@@ -402,6 +434,7 @@ async fn dispatch<Request: Clone, Reply>(
                         target: target.clone(),
                         reply,
                         slot,
+                        ticket,
                         index,
                         attempts,
                         attempt_started: started,
@@ -439,6 +472,24 @@ async fn dispatch<Request: Clone, Reply>(
         cause: "no target of the plan could be tried".into(),
     });
     Err(DispatchFailure { error, attempts, last_target })
+}
+
+/// A deployment at its own rate limit: to the client (if no other target answers) it
+/// looks like the provider's 429, with the wait.
+fn deployment_refused(target: &Target, refused: &LimitError) -> ProviderError {
+    let retry_after = match refused {
+        LimitError::RateLimited { retry_after_ms, .. } => Some(Box::new(RetryAfter {
+            seconds: Some(retry_after_ms.div_ceil(1000).to_string()),
+            millis: Some(retry_after_ms.to_string()),
+        })),
+        _ => None,
+    };
+    ProviderError::Status {
+        provider: target.provider.id().to_owned(),
+        status: 429,
+        body: Box::new(ErrorEnvelope::new(refused.to_string(), "requests", None, Some("rate_limit_exceeded"))),
+        retry_after,
+    }
 }
 
 /// Holds a stream back until its first content (text, tool call, or finish) has arrived,
@@ -521,7 +572,8 @@ struct Settlement {
     key_id: Option<String>,
     team: Option<String>,
     end_user: Option<String>,
-    admission: Option<Admission>,
+    /// The caller's and the deployment's limits, settled with the real usage.
+    admissions: Vec<Admission>,
     store: crate::store::Store,
     /// The deployment stays busy until the answer is settled.
     _slot: CallSlot,
@@ -536,7 +588,7 @@ impl Settlement {
         end_user: Option<String>,
         target: Target,
         slot: CallSlot,
-        admission: Option<Admission>,
+        admissions: Vec<Admission>,
         started: Instant,
     ) -> Self {
         let key = principal.key().map(|key| &key.record);
@@ -549,7 +601,7 @@ impl Settlement {
             key_id: key.map(|key| key.id.clone()),
             team: key.and_then(|key| key.team.clone()),
             end_user,
-            admission,
+            admissions,
             store: gateway.store.clone(),
             _slot: slot,
         }
@@ -577,7 +629,7 @@ impl Settlement {
             error = match &self.outcome { Some(Outcome::Failed(e)) => e.as_str(), _ => "" },
             "{outcome}"
         );
-        if let Some(admission) = self.admission.take() {
+        for admission in self.admissions.drain(..) {
             if self.usage.is_some() {
                 admission.settle(input + output, cost_usd);
             } else {

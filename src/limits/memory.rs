@@ -18,17 +18,44 @@ struct State {
     rates: HashMap<String, f64>,
     concurrency: HashMap<String, u64>,
     budgets: HashMap<String, BudgetBucket>,
+    decisions: u64,
 }
 
 #[derive(Default, Clone, Copy)]
 struct BudgetBucket {
     spent: f64,
     reserved: f64,
+    /// When the bucket's window is over (ms); then it is dropped.
+    expires_ms: u64,
+}
+
+/// Entries are pruned every this many decisions, so a bot with a million end users does
+/// not grow the map forever.
+const PRUNE_EVERY: u64 = 4096;
+
+impl State {
+    fn prune(&mut self, now_ms: u64) {
+        let now = now_ms as f64;
+        // A rate bucket whose arrival time has passed is full: the same as no entry.
+        self.rates.retain(|_, tat| *tat > now);
+        self.concurrency.retain(|_, count| *count > 0);
+        self.budgets.retain(|_, bucket| bucket.expires_ms > now_ms);
+    }
+
+    fn budget(&mut self, bucket: &str, ttl_secs: u64, now_ms: u64) -> &mut BudgetBucket {
+        let entry = self.budgets.entry(bucket.to_owned()).or_default();
+        entry.expires_ms = entry.expires_ms.max(now_ms + ttl_secs * 1000);
+        entry
+    }
 }
 
 impl MemoryCounters {
     fn decide(&self, checks: &[Check], now_ms: u64) -> Verdict {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.decisions += 1;
+        if state.decisions % PRUNE_EVERY == 0 {
+            state.prune(now_ms);
+        }
         let now = now_ms as f64;
         let mut outcomes = Vec::with_capacity(checks.len());
         for (index, check) in checks.iter().enumerate() {
@@ -72,9 +99,9 @@ impl MemoryCounters {
                     }
                 }
                 Check::Concurrency { key, .. } => *state.concurrency.entry(key.clone()).or_default() += 1,
-                Check::Budget { buckets, amount, .. } => {
+                Check::Budget { buckets, amount, ttl_secs, .. } => {
                     if let Some(current) = buckets.first() {
-                        state.budgets.entry(current.clone()).or_default().reserved += amount;
+                        state.budget(current, *ttl_secs, now_ms).reserved += amount;
                     }
                 }
             }
@@ -92,8 +119,8 @@ impl MemoryCounters {
                         *count = count.saturating_sub(1);
                     }
                 }
-                Release::Budget { bucket, reserved, actual, .. } => {
-                    let bucket = state.budgets.entry(bucket.clone()).or_default();
+                Release::Budget { bucket, reserved, actual, ttl_secs } => {
+                    let bucket = state.budget(bucket, *ttl_secs, now_ms);
                     bucket.reserved = (bucket.reserved - reserved).max(0.0);
                     bucket.spent += actual;
                 }
@@ -124,9 +151,10 @@ impl Counters for MemoryCounters {
         ready(Ok(missing)).boxed()
     }
 
-    fn seed<'a>(&'a self, bucket: &'a str, spent: f64, _ttl_secs: u64) -> BoxFuture<'a, Result<(), CounterError>> {
+    fn seed<'a>(&'a self, bucket: &'a str, spent: f64, ttl_secs: u64) -> BoxFuture<'a, Result<(), CounterError>> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.budgets.entry(bucket.to_owned()).or_insert(BudgetBucket { spent, reserved: 0.0 });
+        let expires_ms = jiff::Timestamp::now().as_millisecond().max(0) as u64 + ttl_secs * 1000;
+        state.budgets.entry(bucket.to_owned()).or_insert(BudgetBucket { spent, reserved: 0.0, expires_ms });
         ready(Ok(())).boxed()
     }
 

@@ -123,6 +123,16 @@ pub struct Limiter {
     seeded: Mutex<HashMap<String, Instant>>,
     /// Times Redis failed and the local counters were used instead.
     pub redis_failures: AtomicU64,
+    /// Per key id, the share of its tightest budget spent, as last seen (for routing's
+    /// budget-aware downgrade, which must not wait on Redis).
+    spent_fractions: Mutex<HashMap<String, f64>>,
+}
+
+impl crate::routing::BudgetView for Limiter {
+    fn spent_fraction(&self, key_id: Option<&str>) -> Option<f64> {
+        let fractions = self.spent_fractions.lock().unwrap_or_else(PoisonError::into_inner);
+        fractions.get(key_id?).copied()
+    }
 }
 
 /// How long a seeded budget bucket is trusted before asking the counters again.
@@ -145,6 +155,7 @@ impl Limiter {
             store,
             seeded: Mutex::new(HashMap::new()),
             redis_failures: AtomicU64::new(0),
+            spent_fractions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -198,6 +209,32 @@ impl Limiter {
                 ));
             }
         }
+        let admission = self.decide(purposes, now).await?;
+        if !key.policy.budgets.is_empty() {
+            // Refreshed after the answer, off the request path: the next request sees it.
+            let (limiter, id, budgets) = (self.clone(), key.id.clone(), key.policy.budgets.clone());
+            tokio::spawn(async move { limiter.refresh_spent_fraction(&id, &budgets).await });
+        }
+        Ok(admission)
+    }
+
+    async fn refresh_spent_fraction(&self, key_id: &str, budgets: &[Budget]) {
+        let used = self.budget_use(&format!("key:{key_id}"), budgets).await;
+        let fraction = used
+            .iter()
+            .filter(|(budget, used, _)| budget.amount > 0.0 && used.is_finite())
+            .map(|(budget, used, _)| used / budget.amount)
+            .fold(0.0, f64::max);
+        self.spent_fractions.lock().unwrap_or_else(PoisonError::into_inner).insert(key_id.to_owned(), fraction);
+    }
+
+    /// Runs the checks on Redis (or on the local counters when Redis fails and the
+    /// gateway fails open) and turns the verdict into an admission or a refusal.
+    async fn decide(
+        self: &Arc<Self>,
+        purposes: Vec<(Check, Purpose)>,
+        now: jiff::Timestamp,
+    ) -> Result<Admission, LimitError> {
         let checks: Vec<Check> = purposes.iter().map(|(check, _)| check.clone()).collect();
         let (verdict, counters) = match self.counters.admit(&checks, now_ms(now)).await {
             Ok(verdict) => (verdict, self.counters.clone()),
@@ -222,6 +259,23 @@ impl Limiter {
                 Err(self.refusal(&purposes[index], retry_after_ms, now).await)
             }
         }
+    }
+
+    /// A deployment's own limits (the provider account's rpm/tpm for a model), taken just
+    /// before calling it. `None` when it has none.
+    pub async fn admit_deployment(
+        self: &Arc<Self>,
+        deployment: &str,
+        limits: Limits,
+        tokens: u64,
+    ) -> Result<Option<Admission>, LimitError> {
+        if limits.rpm.is_none() && limits.tpm.is_none() {
+            return Ok(None);
+        }
+        let mut purposes = Vec::new();
+        let (id, scope) = (format!("deployment:{deployment}"), format!("deployment {deployment}"));
+        add_limits(&mut purposes, &id, &scope, &limits, Demand { tokens, usd: 0.0 });
+        self.decide(purposes, jiff::Timestamp::now()).await.map(Some)
     }
 
     async fn fall_back(

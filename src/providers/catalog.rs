@@ -110,6 +110,10 @@ pub struct ModelSpec {
     pub output_price: f64,
     pub capabilities: Vec<Capability>,
     pub locality: Locality,
+    /// The provider account's own limits for this model: the gateway keeps traffic under
+    /// them (across instances, with Redis) and falls back to the next target when reached.
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
 }
 
 impl ModelSpec {
@@ -174,6 +178,8 @@ struct ModelFile {
     capabilities: Vec<Capability>,
     #[serde(default)]
     locality: Option<Locality>,
+    rpm: Option<u64>,
+    tpm: Option<u64>,
 }
 
 /// Parses every provider file; problems go to `problems`, valid providers are returned.
@@ -257,6 +263,8 @@ pub fn parse_all(files: &[DataFile], defaults: UpstreamTimeouts, problems: &mut 
                     output_price: m.output_price.into_inner(),
                     capabilities: m.capabilities,
                     locality: m.locality.unwrap_or(parsed.locality),
+                    rpm: m.rpm,
+                    tpm: m.tpm,
                 })
                 .collect(),
             prices_taken: parsed.prices_taken,

@@ -281,3 +281,106 @@ fn keys_cli_creates_lists_and_revokes() {
     assert!(run(&["keys", "list"]).1.contains("revoked"));
     assert!(!run(&["keys", "revoke", &id]).0, "revoking twice is an error");
 }
+
+#[tokio::test]
+async fn team_limits_are_shared_by_its_keys() {
+    let mock = MockUpstream::start().await;
+    let gateway = start(&mock, &[]);
+    let team = send(
+        client()
+            .put(format!("{}/admin/teams/research", gateway.url))
+            .bearer_auth(MASTER_KEY)
+            .body(json!({"limits": {"rpm": 3}}).to_string()),
+    )
+    .await;
+    assert_eq!(team.status, 200, "{}", team.text);
+    let (_, first) = create_key(&gateway, json!({"name": "a", "team": "research"})).await;
+    let (_, second) = create_key(&gateway, json!({"name": "b", "team": "research"})).await;
+    let mut ok = 0;
+    for key in [&first, &second, &first, &second] {
+        if chat_as(&gateway, key, &chat("mockai/gpt-mock")).await.status == 200 {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 3, "one team allowance for both keys");
+}
+
+#[tokio::test]
+async fn tokens_per_minute_are_estimated_then_corrected_with_real_usage() {
+    let mock = MockUpstream::start().await;
+    let gateway = start(&mock, &[]);
+    let (_, key) = create_key(&gateway, json!({"name": "k", "limits": {"tpm": 100}})).await;
+    let body = json!({"model": "mockai/gpt-mock", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]});
+    let mut ok = 0;
+    for _ in 0..10 {
+        let reply = chat_as(&gateway, &key, &body).await;
+        if reply.status != 200 {
+            assert_eq!(error_of(&reply, 429)["code"], "rate_limit_exceeded");
+            assert_eq!(reply.header("x-ratelimit-limit-tokens"), Some("100"));
+            break;
+        }
+        assert_eq!(reply.header("x-ratelimit-limit-tokens"), Some("100"));
+        ok += 1;
+        // Settlement corrects the estimate after the answer; let it land.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Each request reserves 12 tokens (7 estimated prompt + 5 output) and really uses 17:
+    // with corrections, the 7th no longer fits (6 × 17 = 102); on estimates alone 8 would.
+    assert_eq!(ok, 6);
+}
+
+#[tokio::test]
+async fn concurrent_requests_per_key_are_capped() {
+    let mock = MockUpstream::start().await;
+    let gateway = start(&mock, &[]);
+    let (_, key) = create_key(&gateway, json!({"name": "k", "limits": {"concurrent": 1}})).await;
+    let slow = chat("mockai/delay-500");
+    let (first, second) = tokio::join!(chat_as(&gateway, &key, &slow), async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        chat_as(&gateway, &key, &slow).await
+    });
+    assert_eq!(first.status, 200);
+    assert!(error_of(&second, 429)["message"].as_str().unwrap().contains("1 requests at once"));
+    assert_eq!(chat_as(&gateway, &key, &chat("mockai/gpt-mock")).await.status, 200, "the slot was given back");
+}
+
+#[tokio::test]
+async fn a_deployment_at_its_own_rate_limit_falls_back() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    crate::support::gateway::write_config(dir.path(), &mock.url);
+    std::fs::write(
+        dir.path().join("providers/limited.toml"),
+        format!(
+            "id = \"limited\"\nwire = \"openai\"\nbase_url = \"{}/v1\"\n\n[[models]]\nid = \"gpt-mock\"\ncontext_window = 8192\nmax_output_tokens = 1024\ninput_price = 0.5\noutput_price = 1.0\ncapabilities = [\"streaming\"]\nrpm = 2\n",
+            mock.url
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("policies/test.toml"),
+        "[aliases.spread]\ntargets = [\"limited/gpt-mock\", \"mockai/gpt-mock\"]\n",
+    )
+    .unwrap();
+    let gateway = Gateway::spawn(dir, &[("SWITCHYARD_MASTER_KEY", MASTER_KEY)]);
+    let mut targets = Vec::new();
+    for _ in 0..3 {
+        let reply = crate::support::post(&gateway, "/v1/chat/completions", &chat("spread")).await;
+        targets.push(reply.header("x-switchyard-route").unwrap().to_owned());
+    }
+    assert!(targets[0].contains("target=limited/gpt-mock") && targets[1].contains("target=limited/gpt-mock"));
+    assert!(targets[2].contains("target=mockai/gpt-mock"), "{targets:?}");
+}
+
+#[tokio::test]
+async fn a_revocation_reaches_every_instance_within_seconds() {
+    let Some(database) = services::postgres() else { return };
+    let mock = MockUpstream::start().await;
+    let env = [("SWITCHYARD_TEST_DATABASE_URL_FOR_GATEWAY", database.as_str())];
+    let (first, second) = (start(&mock, &env), start(&mock, &env));
+    let (id, key) = create_key(&first, json!({"name": "k"})).await;
+    assert_eq!(chat_as(&second, &key, &chat("mockai/gpt-mock")).await.status, 200, "the other instance knows it");
+    send(client().post(format!("{}/admin/keys/{id}/revoke", first.url)).bearer_auth(MASTER_KEY)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    error_of(&chat_as(&second, &key, &chat("mockai/gpt-mock")).await, 401);
+}
