@@ -25,6 +25,7 @@ PORTKEY_PORT=9400
 MASTER_KEY=sk-bench-master
 export BENCH_MOCK_PORT=$MOCK_PORT BENCH_SLOW_MOCK_PORT=$SLOW_PORT BENCH_GATEWAY_PORT=$SWITCHYARD_PORT
 export BENCH_UPSTREAM_KEY=sk-bench-upstream
+export BENCH_DATA_DIR=${BENCH_DATA_DIR:-/tmp/switchyard-bench-data}
 
 # CPU placement: gateways on CPU 0; the mock and the load generator on CPU 1, so a
 # gateway never competes with the load it is measured under. Scenario 1 (latency at
@@ -118,10 +119,17 @@ start_target() {
   case $1 in
     direct) GROUP[direct]=$MOCK; return ;;
     switchyard)
+      rm -rf "$BENCH_DATA_DIR"
       start switchyard env SWITCHYARD_MASTER_KEY=$MASTER_KEY taskset -c "$GW_CPU" \
         "$BIN/switchyard" serve --config "$HERE/switchyard/config.toml"
       GROUP[switchyard]=$STARTED
-      wait_http "${URL[switchyard]}/healthz" ;;
+      wait_http "${URL[switchyard]}/healthz"
+      # Measured as a client with a virtual key: key lookup, rate limits (requests and
+      # tokens) and a budget reservation on every request, settled with real usage.
+      VIRTUAL_KEY=$(curl -fsS -X POST "${URL[switchyard]}/admin/keys" -H "authorization: Bearer $MASTER_KEY" \
+        -d '{"name":"bench","limits":{"rpm":100000000,"tpm":100000000000},"budgets":[{"amount":1000000,"unit":"usd","period":"month"}]}' \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
+      AUTH[switchyard]="authorization: Bearer $VIRTUAL_KEY" ;;
     litellm)
       start litellm env LITELLM_MASTER_KEY=$MASTER_KEY LITELLM_LOCAL_MODEL_COST_MAP=True taskset -c "$GW_CPU" \
         "$HERE/.venv-litellm/bin/litellm" --config "$HERE/litellm/config.yaml" --host 127.0.0.1 --port $LITELLM_PORT --num_workers 2

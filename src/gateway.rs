@@ -11,7 +11,7 @@ use crate::routing::health::Health;
 use crate::routing::policy;
 use crate::routing::reload::PolicyStore;
 use crate::routing::{BudgetView, Router};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, UsageWriter};
 
 pub struct Gateway {
     pub config: Config,
@@ -20,6 +20,8 @@ pub struct Gateway {
     pub policies: Arc<PolicyStore>,
     pub master_key: Option<MasterKey>,
     pub store: Store,
+    /// Usage rows, written in batches.
+    pub usage: Arc<UsageWriter>,
     pub keys: KeyCache,
     pub limiter: Arc<Limiter>,
     pub failed_auth: FailedAuthGuard,
@@ -61,6 +63,7 @@ impl Gateway {
             policies: Arc::new(PolicyStore::new(loaded.policies_dir)),
             master_key,
             keys: KeyCache::new(store.clone()),
+            usage: Arc::new(UsageWriter::start(store.clone())),
             limiter,
             store,
             failed_auth: FailedAuthGuard::new(config.failed_auth_per_minute),

@@ -26,9 +26,9 @@ use crate::keys::{KEY_PREFIX, Lookup};
 use crate::limits::spec::BudgetUnit;
 use crate::limits::spec::Limits;
 use crate::limits::{Admission, Demand, LimitError, RateHeaders, Subject};
+use crate::protocol::ErrorEnvelope;
 use crate::protocol::parse::{self, InvalidRequest};
 use crate::protocol::{ChatCompletionRequest, Usage};
-use crate::protocol::ErrorEnvelope;
 use crate::providers::{ChatReply, EventStream, ProviderError, RetryAfter, StreamEvent, WireAdapter};
 use crate::routing::fallback::{self, NextStep};
 use crate::routing::glob::Glob;
@@ -36,7 +36,7 @@ use crate::routing::health::CallSlot;
 use crate::routing::privacy::{self, StreamRestorer};
 use crate::routing::redact::Redactions;
 use crate::routing::{Caller, Plan, RouteInput, RoutingError, Target};
-use crate::store::UsageRow;
+use crate::store::{UsageRow, UsageWriter};
 
 /// What the edge knows of a request before the pipeline runs.
 #[derive(Default)]
@@ -141,8 +141,16 @@ pub async fn chat(
     let report = dispatched.report(&plan, &admission);
     let attempt_started = dispatched.attempt_started;
     let admissions = [admission, dispatched.ticket].into_iter().flatten().collect();
-    let mut record =
-        Settlement::new(gateway, context, &principal, end_user, dispatched.target, dispatched.slot, admissions, started);
+    let mut record = Settlement::new(
+        gateway,
+        context,
+        &principal,
+        end_user,
+        dispatched.target,
+        dispatched.slot,
+        admissions,
+        started,
+    );
     let output = match dispatched.reply {
         ChatReply::Complete { body, usage } => {
             record.usage = usage;
@@ -184,15 +192,22 @@ pub async fn embeddings(
         privacy::redact_embeddings(&mut request, &plan.detector);
     }
     let started = Instant::now();
-    let dispatched = dispatch(gateway, &plan, Some(0), request, |r, model| r.model = model, |adapter, r| {
-        adapter.embeddings(r)
-    })
-        .await
-        .map_err(|failed| failed.into_error(&plan))?;
+    let dispatched =
+        dispatch(gateway, &plan, Some(0), request, |r, model| r.model = model, |adapter, r| adapter.embeddings(r))
+            .await
+            .map_err(|failed| failed.into_error(&plan))?;
     let report = dispatched.report(&plan, &admission);
     let admissions = [admission, dispatched.ticket].into_iter().flatten().collect();
-    let mut record =
-        Settlement::new(gateway, context, &principal, end_user, dispatched.target, dispatched.slot, admissions, started);
+    let mut record = Settlement::new(
+        gateway,
+        context,
+        &principal,
+        end_user,
+        dispatched.target,
+        dispatched.slot,
+        admissions,
+        started,
+    );
     record.usage = dispatched.reply.usage;
     record.outcome = Some(Outcome::Completed);
     record.settle();
@@ -574,7 +589,7 @@ struct Settlement {
     end_user: Option<String>,
     /// The caller's and the deployment's limits, settled with the real usage.
     admissions: Vec<Admission>,
-    store: crate::store::Store,
+    usage_writer: Arc<UsageWriter>,
     /// The deployment stays busy until the answer is settled.
     _slot: CallSlot,
 }
@@ -602,7 +617,7 @@ impl Settlement {
             team: key.and_then(|key| key.team.clone()),
             end_user,
             admissions,
-            store: gateway.store.clone(),
+            usage_writer: gateway.usage.clone(),
             _slot: slot,
         }
     }
@@ -649,14 +664,7 @@ impl Settlement {
             output_tokens: output as i64,
             cost_usd,
         };
-        let store = self.store.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(error) = store.record_usage(&row).await {
-                    tracing::error!(request_id = %row.request_id, "usage not recorded: {error}");
-                }
-            });
-        }
+        self.usage_writer.record(row);
     }
 }
 

@@ -49,6 +49,7 @@ pub async fn serve(gateway: Arc<Gateway>, listen: SocketAddr) -> Result<(), Serv
     let listener = listener.tap_io(|connection| {
         let _ = connection.set_nodelay(true);
     });
+    let usage = gateway.usage.clone();
     let app = api::router(gateway).into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
@@ -64,6 +65,7 @@ pub async fn serve(gateway: Arc<Gateway>, listen: SocketAddr) -> Result<(), Serv
         () = grace_expired => tracing::warn!("grace period over; closing the remaining connections"),
     }
     policy_watcher.abort();
+    usage.flush_and_stop().await;
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 mod keys;
 mod schema;
 mod usage;
+mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -14,6 +15,7 @@ use sqlx::any::AnyPoolOptions;
 
 pub use keys::{KeyRecord, TeamRecord};
 pub use usage::{UsageFilter, UsageGroup, UsageRow, UsageTotal};
+pub use writer::UsageWriter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -62,7 +64,13 @@ impl Store {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         use sqlx::Executor as _;
-                        connection.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000;").await?;
+                        // WAL with NORMAL sync: readers never block the writer, and a crash
+                        // loses at most the last commits, never the database.
+                        connection
+                            .execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
+                            )
+                            .await?;
                     }
                     Ok(())
                 })

@@ -76,23 +76,28 @@ impl UsageGroup {
 type TotalRow = (Option<String>, i64, Option<i64>, Option<i64>, Option<f64>);
 
 impl Store {
-    /// Inserts a row; a request id seen before is left as it is (settlement is at most once).
-    pub async fn record_usage(&self, row: &UsageRow) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO usage (request_id, at, key_id, team, end_user, model, input_tokens, output_tokens, cost_usd)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (request_id) DO NOTHING",
-        )
-        .bind(&row.request_id)
-        .bind(row.at)
-        .bind(&row.key_id)
-        .bind(&row.team)
-        .bind(&row.end_user)
-        .bind(&row.model)
-        .bind(row.input_tokens)
-        .bind(row.output_tokens)
-        .bind(row.cost_usd)
-        .execute(&self.pool)
-        .await?;
+    /// Inserts rows in one transaction; a request id seen before is left as it is
+    /// (settlement is at most once, and a retried batch must not double-count).
+    pub async fn record_usage_batch(&self, rows: &[UsageRow]) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        for row in rows {
+            sqlx::query(
+                "INSERT INTO usage (request_id, at, key_id, team, end_user, model, input_tokens, output_tokens, cost_usd)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (request_id) DO NOTHING",
+            )
+            .bind(&row.request_id)
+            .bind(row.at)
+            .bind(&row.key_id)
+            .bind(&row.team)
+            .bind(&row.end_user)
+            .bind(&row.model)
+            .bind(row.input_tokens)
+            .bind(row.output_tokens)
+            .bind(row.cost_usd)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
         Ok(())
     }
 
