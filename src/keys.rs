@@ -180,7 +180,14 @@ fn generate_secret() -> Result<String, KeyError> {
 /// SHA-256 in hex. The secrets are long and random, so a fast hash is enough: there is
 /// nothing to brute-force that a slow hash would protect.
 pub fn hash(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(secret.as_bytes());
+    let mut hex = String::with_capacity(digest.len() * 2);
+    for byte in digest.iter() {
+        hex.push(HEX[usize::from(byte >> 4)] as char);
+        hex.push(HEX[usize::from(byte & 0xf)] as char);
+    }
+    hex
 }
 
 fn display_prefix(secret: &str) -> String {

@@ -654,7 +654,6 @@ impl Settlement {
             }
         }
         let row = UsageRow {
-            request_id: self.request_id.clone(),
             at: jiff::Timestamp::now().as_second(),
             key_id: self.key_id.take(),
             team: self.team.take(),

@@ -164,3 +164,46 @@ impl Counters for MemoryCounters {
         ready(Ok(used)).boxed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(limit: f64, amount: f64) -> Check {
+        Check::Budget { buckets: vec!["b".into()], limit, amount, ttl_secs: 60 }
+    }
+
+    #[test]
+    fn checks_pass_or_fail_together() {
+        let counters = MemoryCounters::default();
+        let rate = Check::Rate { key: "r".into(), per_minute: 10, cost: 1 };
+        // The budget check fails: the rate check before it must not be counted.
+        let refused = counters.decide(&[rate.clone(), budget(1.0, 2.0)], 0);
+        assert_eq!(refused, Verdict::Refused { index: 1, retry_after_ms: None });
+        match counters.decide(&[rate], 0) {
+            Verdict::Admitted(states) => {
+                assert_eq!(states[0].unwrap().remaining, 9, "the refused request took nothing")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn reservations_are_settled_with_real_cost() {
+        let counters = MemoryCounters::default();
+        assert!(matches!(counters.decide(&[budget(10.0, 6.0)], 0), Verdict::Admitted(_)));
+        assert!(matches!(counters.decide(&[budget(10.0, 6.0)], 0), Verdict::Refused { .. }), "6 reserved + 6 > 10");
+        counters.apply(&[Release::Budget { bucket: "b".into(), reserved: 6.0, actual: 1.0, ttl_secs: 60 }], 0);
+        assert!(matches!(counters.decide(&[budget(10.0, 6.0)], 0), Verdict::Admitted(_)), "1 spent + 6 ≤ 10");
+    }
+
+    #[test]
+    fn concurrency_slots_are_given_back() {
+        let counters = MemoryCounters::default();
+        let slot = Check::Concurrency { key: "c".into(), max: 1 };
+        assert!(matches!(counters.decide(std::slice::from_ref(&slot), 0), Verdict::Admitted(_)));
+        assert!(matches!(counters.decide(std::slice::from_ref(&slot), 0), Verdict::Refused { .. }));
+        counters.apply(&[Release::Concurrency { key: "c".into() }], 0);
+        assert!(matches!(counters.decide(&[slot], 0), Verdict::Admitted(_)));
+    }
+}

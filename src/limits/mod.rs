@@ -126,6 +126,7 @@ pub struct Limiter {
     /// Per key id, the share of its tightest budget spent, as last seen (for routing's
     /// budget-aware downgrade, which must not wait on Redis).
     spent_fractions: Mutex<HashMap<String, f64>>,
+    fraction_refreshed: Mutex<HashMap<String, Instant>>,
 }
 
 impl crate::routing::BudgetView for Limiter {
@@ -156,6 +157,7 @@ impl Limiter {
             seeded: Mutex::new(HashMap::new()),
             redis_failures: AtomicU64::new(0),
             spent_fractions: Mutex::new(HashMap::new()),
+            fraction_refreshed: Mutex::new(HashMap::new()),
         })
     }
 
@@ -210,12 +212,28 @@ impl Limiter {
             }
         }
         let admission = self.decide(purposes, now).await?;
-        if !key.policy.budgets.is_empty() {
+        if !key.policy.budgets.is_empty() && self.fraction_is_stale(&key.id) {
             // Refreshed after the answer, off the request path: the next request sees it.
             let (limiter, id, budgets) = (self.clone(), key.id.clone(), key.policy.budgets.clone());
             tokio::spawn(async move { limiter.refresh_spent_fraction(&id, &budgets).await });
         }
         Ok(admission)
+    }
+
+    /// Whether the key's spent fraction was last refreshed over a second ago (and marks
+    /// it refreshed now): routing needs a recent figure, not one per request.
+    fn fraction_is_stale(&self, key_id: &str) -> bool {
+        let mut refreshed = self.fraction_refreshed.lock().unwrap_or_else(PoisonError::into_inner);
+        if refreshed.len() > 100_000 {
+            refreshed.clear();
+        }
+        match refreshed.get(key_id) {
+            Some(at) if at.elapsed() < Duration::from_secs(1) => false,
+            _ => {
+                refreshed.insert(key_id.to_owned(), Instant::now());
+                true
+            }
+        }
     }
 
     async fn refresh_spent_fraction(&self, key_id: &str, budgets: &[Budget]) {
@@ -235,12 +253,11 @@ impl Limiter {
         purposes: Vec<(Check, Purpose)>,
         now: jiff::Timestamp,
     ) -> Result<Admission, LimitError> {
-        let checks: Vec<Check> = purposes.iter().map(|(check, _)| check.clone()).collect();
+        let (checks, purposes): (Vec<Check>, Vec<Purpose>) = purposes.into_iter().unzip();
         let (verdict, counters) = match self.counters.admit(&checks, now_ms(now)).await {
             Ok(verdict) => (verdict, self.counters.clone()),
             Err(error) => (self.fall_back(error, &checks, now).await?, self.local.clone() as Arc<dyn Counters>),
         };
-        let purposes: Vec<Purpose> = purposes.into_iter().map(|(_, purpose)| purpose).collect();
         match verdict {
             Verdict::Admitted(states) => {
                 let mut headers = RateHeaders::default();
@@ -511,11 +528,15 @@ impl Admission {
                 let _ = limiter.local.release(&releases, now).await;
             }
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(task);
+        // In-process counters finish at once; only Redis needs a task of its own.
+        let mut task = Box::pin(task);
+        if futures_util::FutureExt::now_or_never(&mut task).is_none() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(task);
+                }
+                Err(_) => tracing::warn!("limits not released: no runtime"),
             }
-            Err(_) => tracing::warn!("limits not released: no runtime"),
         }
     }
 }

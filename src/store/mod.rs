@@ -14,7 +14,7 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
 pub use keys::{KeyRecord, TeamRecord};
-pub use usage::{UsageFilter, UsageGroup, UsageRow, UsageTotal};
+pub use usage::{UsageCell, UsageFilter, UsageGroup, UsageRow, UsageSum, UsageTotal};
 pub use writer::UsageWriter;
 
 #[derive(Debug, thiserror::Error)]

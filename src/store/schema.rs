@@ -21,19 +21,23 @@ const STEPS: &[&str] = &[
         revoked_at BIGINT,
         created_at BIGINT NOT NULL
     )",
-    "CREATE TABLE usage (
-        request_id TEXT PRIMARY KEY,
-        at BIGINT NOT NULL,
-        key_id TEXT,
-        team TEXT,
-        end_user TEXT,
+    // Usage is kept per minute and per (key, team, end user, model): budgets and reports
+    // need sums, and one row per request would cost a write per request at full load.
+    // Absent key, team or end user is '' (a NULL would never match the primary key).
+    "CREATE TABLE usage_minutes (
+        minute BIGINT NOT NULL,
+        key_id TEXT NOT NULL,
+        team TEXT NOT NULL,
+        end_user TEXT NOT NULL,
         model TEXT NOT NULL,
+        requests BIGINT NOT NULL,
         input_tokens BIGINT NOT NULL,
         output_tokens BIGINT NOT NULL,
-        cost_usd DOUBLE PRECISION NOT NULL
+        cost_usd DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (minute, key_id, team, end_user, model)
     )",
-    "CREATE INDEX usage_by_key ON usage (key_id, at)",
-    "CREATE INDEX usage_by_team ON usage (team, at)",
+    "CREATE INDEX usage_by_key ON usage_minutes (key_id, minute)",
+    "CREATE INDEX usage_by_team ON usage_minutes (team, minute)",
 ];
 
 pub async fn apply(pool: &AnyPool) -> Result<(), sqlx::Error> {

@@ -128,7 +128,7 @@ async fn concurrent_budget(gateway: &Gateway) {
     assert!((1..=10).contains(&ok), "{ok} succeeded");
 
     // Spend recorded = the sum of real usage (settlement is asynchronous: give it a moment).
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
     let usage =
         send(client().get(format!("{}/admin/usage?key={id}", gateway.url)).bearer_auth(MASTER_KEY)).await.json();
     let total = &usage["data"][0];
@@ -199,7 +199,7 @@ async fn budget_survives_restart(env: &[(&str, &str)]) {
         assert_eq!(chat_as(&gateway, &key, &budget_chat()).await.status, 200);
     }
     error_of(&chat_as(&gateway, &key, &budget_chat()).await, 429);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
     assert!(gateway.terminate().success());
 
     let gateway = start(&mock, env);
