@@ -140,18 +140,8 @@ pub async fn chat(
     .map_err(|failed| failed.into_error(&plan))?;
     let report = dispatched.report(&plan, &admission);
     let attempt_started = dispatched.attempt_started;
-    let admissions = [admission, dispatched.ticket].into_iter().flatten().collect();
-    let mut record = Settlement::new(
-        gateway,
-        context,
-        &principal,
-        end_user,
-        dispatched.target,
-        dispatched.slot,
-        admissions,
-        started,
-    );
-    let output = match dispatched.reply {
+    let (reply, mut record) = dispatched.settle_with(gateway, context, &principal, end_user, admission, started);
+    let output = match reply {
         ChatReply::Complete { body, usage } => {
             record.usage = usage;
             record.outcome = Some(Outcome::Completed);
@@ -197,21 +187,11 @@ pub async fn embeddings(
             .await
             .map_err(|failed| failed.into_error(&plan))?;
     let report = dispatched.report(&plan, &admission);
-    let admissions = [admission, dispatched.ticket].into_iter().flatten().collect();
-    let mut record = Settlement::new(
-        gateway,
-        context,
-        &principal,
-        end_user,
-        dispatched.target,
-        dispatched.slot,
-        admissions,
-        started,
-    );
-    record.usage = dispatched.reply.usage;
+    let (reply, mut record) = dispatched.settle_with(gateway, context, &principal, end_user, admission, started);
+    record.usage = reply.usage;
     record.outcome = Some(Outcome::Completed);
     record.settle();
-    Ok((dispatched.reply.body, report))
+    Ok((reply.body, report))
 }
 
 /// Phase 1: the caller behind the request's bearer key. Failures count against the
@@ -348,6 +328,34 @@ struct Dispatched<Reply> {
 }
 
 impl<Reply> Dispatched<Reply> {
+    /// The reply, and the settlement that will record it: usage, and the caller's and the
+    /// deployment's limits settled with the real figures.
+    fn settle_with(
+        self,
+        gateway: &Gateway,
+        context: &RequestContext,
+        principal: &Principal,
+        end_user: Option<String>,
+        admission: Option<Admission>,
+        started: Instant,
+    ) -> (Reply, Settlement) {
+        let key = principal.key().map(|key| &key.record);
+        let settlement = Settlement {
+            request_id: context.request_id.clone(),
+            target: self.target,
+            started,
+            usage: None,
+            outcome: None,
+            key_id: key.map(|key| key.id.clone()),
+            team: key.and_then(|key| key.team.clone()),
+            end_user,
+            admissions: [admission, self.ticket].into_iter().flatten().collect(),
+            usage_writer: gateway.usage.clone(),
+            _slot: self.slot,
+        };
+        (self.reply, settlement)
+    }
+
     fn report(&self, plan: &Plan, admission: &Option<Admission>) -> RouteReport {
         RouteReport {
             rule: plan.rule.clone().unwrap_or_else(|| "default".into()),
@@ -595,33 +603,6 @@ struct Settlement {
 }
 
 impl Settlement {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        gateway: &Gateway,
-        context: &RequestContext,
-        principal: &Principal,
-        end_user: Option<String>,
-        target: Target,
-        slot: CallSlot,
-        admissions: Vec<Admission>,
-        started: Instant,
-    ) -> Self {
-        let key = principal.key().map(|key| &key.record);
-        Settlement {
-            request_id: context.request_id.clone(),
-            target,
-            started,
-            usage: None,
-            outcome: None,
-            key_id: key.map(|key| key.id.clone()),
-            team: key.and_then(|key| key.team.clone()),
-            end_user,
-            admissions,
-            usage_writer: gateway.usage.clone(),
-            _slot: slot,
-        }
-    }
-
     /// Records now; `Drop` does the recording, so a stream dropped midway is settled too.
     fn settle(self) {}
 

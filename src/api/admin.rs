@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -18,12 +19,20 @@ use crate::routing::RouteInput;
 use crate::routing::explain::{Trace, TraceError};
 use crate::routing::reload::{Change, PolicyChangeError};
 
-/// The master key, or open (loopback-only) mode; never a virtual key.
-pub(super) async fn authorize(gateway: &Gateway, context: &RequestContext) -> Result<(), AuthError> {
-    if pipeline::authenticate(gateway, context).await?.is_admin() {
-        Ok(())
-    } else {
-        Err(AuthError::Forbidden("virtual keys cannot use /admin; use the master key".into()))
+/// Proof that the request carries the master key (or the gateway runs in open,
+/// loopback-only mode): every `/admin` handler takes one. Virtual keys get 403.
+pub struct Admin;
+
+impl FromRequestParts<Arc<Gateway>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, gateway: &Arc<Gateway>) -> Result<Self, ApiError> {
+        let Ok(context) = RequestContext::from_request_parts(parts, gateway).await;
+        if pipeline::authenticate(gateway, &context).await?.is_admin() {
+            Ok(Admin)
+        } else {
+            Err(AuthError::Forbidden("virtual keys cannot use /admin; use the master key".into()).into())
+        }
     }
 }
 
@@ -31,12 +40,10 @@ pub(super) async fn authorize(gateway: &Gateway, context: &RequestContext) -> Re
 /// calling any upstream.
 pub async fn explain_route(
     State(gateway): State<Arc<Gateway>>,
+    _: Admin,
     context: RequestContext,
     RequestBody(body): RequestBody,
 ) -> Response {
-    if let Err(error) = authorize(&gateway, &context).await {
-        return ApiError::from(error).into_response();
-    }
     let request = match parse::chat_request(&body) {
         Ok(request) => request,
         Err(error) => return ApiError::from(pipeline::PipelineError::from(error)).into_response(),
@@ -74,10 +81,7 @@ struct RuleView {
 }
 
 /// `GET /admin/policies`: the active policy, its version and the change history.
-pub async fn get_policies(State(gateway): State<Arc<Gateway>>, context: RequestContext) -> Response {
-    if let Err(error) = authorize(&gateway, &context).await {
-        return ApiError::from(error).into_response();
-    }
+pub async fn get_policies(State(gateway): State<Arc<Gateway>>, _: Admin) -> Response {
     let policy = gateway.router.policy();
     Json(PolicyView {
         version: policy.version,
@@ -97,13 +101,10 @@ pub async fn get_policies(State(gateway): State<Arc<Gateway>>, context: RequestC
 /// `PUT /admin/policies/{name}`: TOML text that replaces (or adds) `policies/<name>.toml`.
 pub async fn put_policy(
     State(gateway): State<Arc<Gateway>>,
-    context: RequestContext,
+    _: Admin,
     Path(name): Path<String>,
     RequestBody(body): RequestBody,
 ) -> Response {
-    if let Err(error) = authorize(&gateway, &context).await {
-        return ApiError::from(error).into_response();
-    }
     let Ok(text) = String::from_utf8(body.to_vec()) else {
         return ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", None, None, "the policy must be UTF-8")
             .into_response();

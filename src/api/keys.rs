@@ -9,13 +9,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::admin::authorize;
+use super::admin::Admin;
 use super::error::ApiError;
 use super::openai::RequestBody;
 use crate::gateway::Gateway;
 use crate::keys::{KeyError, NewKey};
 use crate::limits::spec::{KeyPolicy, TeamPolicy};
-use crate::pipeline::RequestContext;
 use crate::store::{KeyRecord, TeamRecord};
 
 /// A key as listed: never its secret or hash.
@@ -63,14 +62,7 @@ fn store_failed(error: impl std::fmt::Display) -> Response {
 }
 
 /// `POST /admin/keys`: creates a key; the answer holds its secret, shown this once.
-pub async fn create(
-    State(gateway): State<Arc<Gateway>>,
-    context: RequestContext,
-    RequestBody(body): RequestBody,
-) -> Response {
-    if let Err(error) = authorize(&gateway, &context).await {
-        return ApiError::from(error).into_response();
-    }
+pub async fn create(State(gateway): State<Arc<Gateway>>, _: Admin, RequestBody(body): RequestBody) -> Response {
     let new: NewKey = match serde_json::from_slice(&body) {
         Ok(new) => new,
         Err(error) => return bad_request(format!("invalid key definition: {error}")),
@@ -87,10 +79,7 @@ pub async fn create(
 }
 
 /// `GET /admin/keys`
-pub async fn list(State(gateway): State<Arc<Gateway>>, context: RequestContext) -> Response {
-    if let Err(error) = authorize(&gateway, &context).await {
-        return ApiError::from(error).into_response();
-    }
+pub async fn list(State(gateway): State<Arc<Gateway>>, _: Admin) -> Response {
     match gateway.store.list_keys().await {
         Ok(keys) => Json(serde_json::json!({
             "object": "list",
@@ -102,10 +91,7 @@ pub async fn list(State(gateway): State<Arc<Gateway>>, context: RequestContext) 
 }
 
 /// `POST /admin/keys/{id}/revoke`: effective at once here, within seconds everywhere.
-pub async fn revoke(State(gateway): State<Arc<Gateway>>, context: RequestContext, Path(id): Path<String>) -> Response {
-    if let Err(error) = authorize(&gateway, &context).await {
-        return ApiError::from(error).into_response();
-    }
+pub async fn revoke(State(gateway): State<Arc<Gateway>>, _: Admin, Path(id): Path<String>) -> Response {
     match gateway.keys.revoke(&id).await {
         Ok(true) => Json(serde_json::json!({ "id": id, "revoked": true })).into_response(),
         Ok(false) => not_found(&id),
@@ -114,10 +100,7 @@ pub async fn revoke(State(gateway): State<Arc<Gateway>>, context: RequestContext
 }
 
 /// `POST /admin/keys/{id}/rotate`: a new secret (shown once); the old one stops working.
-pub async fn rotate(State(gateway): State<Arc<Gateway>>, context: RequestContext, Path(id): Path<String>) -> Response {
-    if let Err(error) = authorize(&gateway, &context).await {
-        return ApiError::from(error).into_response();
-    }
+pub async fn rotate(State(gateway): State<Arc<Gateway>>, _: Admin, Path(id): Path<String>) -> Response {
     match gateway.keys.rotate(&id).await {
         Ok(Some(secret)) => Json(serde_json::json!({ "id": id, "key": secret })).into_response(),
         Ok(None) => not_found(&id),
@@ -129,13 +112,10 @@ pub async fn rotate(State(gateway): State<Arc<Gateway>>, context: RequestContext
 /// `PUT /admin/teams/{id}`: a team's limits and budgets, shared by all its keys.
 pub async fn put_team(
     State(gateway): State<Arc<Gateway>>,
-    context: RequestContext,
+    _: Admin,
     Path(id): Path<String>,
     RequestBody(body): RequestBody,
 ) -> Response {
-    if let Err(error) = authorize(&gateway, &context).await {
-        return ApiError::from(error).into_response();
-    }
     let policy: TeamPolicy = match serde_json::from_slice(&body) {
         Ok(policy) => policy,
         Err(error) => return bad_request(format!("invalid team definition: {error}")),

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::admin::authorize;
+use super::admin::Admin;
 use super::error::ApiError;
 use crate::auth::AuthError;
 use crate::gateway::Gateway;
@@ -21,12 +21,9 @@ use crate::store::{UsageFilter, UsageGroup};
 /// (`since`/`until`: Unix seconds or RFC 3339).
 pub async fn admin_usage(
     State(gateway): State<Arc<Gateway>>,
-    context: RequestContext,
+    _: Admin,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(error) = authorize(&gateway, &context).await {
-        return ApiError::from(error).into_response();
-    }
     let bad = |message: String| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", None, None, message).into_response()
     };
