@@ -7,6 +7,7 @@ SWITCHYARD_BASE_URL (ending in /v1) and SWITCHYARD_API_KEY.
 import json
 import os
 import sys
+import urllib.request
 
 import openai
 from openai import OpenAI
@@ -106,6 +107,36 @@ def check_errors():
         raise AssertionError("a failed stream must raise")
 
 
+def create_key(definition):
+    """A virtual key, made with the master key through /admin/keys."""
+    request = urllib.request.Request(
+        BASE_URL.removesuffix("/v1") + "/admin/keys",
+        data=json.dumps(definition).encode(),
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request) as response:
+        return json.load(response)["key"]
+
+
+def check_virtual_key_limits():
+    key = create_key({"name": "sdk", "limits": {"rpm": 2}})
+    limited = OpenAI(base_url=BASE_URL, api_key=key, max_retries=0, timeout=20)
+    raw = limited.chat.completions.with_raw_response.create(model="mockai/gpt-mock", messages=MESSAGES)
+    assert raw.headers["x-ratelimit-limit-requests"] == "2", dict(raw.headers)
+    assert raw.headers["x-ratelimit-remaining-requests"] == "1", dict(raw.headers)
+    assert raw.parse().choices[0].message.content == REPLY
+    limited.chat.completions.create(model="mockai/gpt-mock", messages=MESSAGES)
+    error = expect(openai.RateLimitError, lambda: limited.chat.completions.create(model="mockai/gpt-mock", messages=MESSAGES), 429)
+    assert error.code == "rate_limit_exceeded", error.code
+    assert int(error.response.headers["retry-after"]) > 0, dict(error.response.headers)
+
+    budgeted = OpenAI(base_url=BASE_URL, max_retries=0, timeout=20,
+                      api_key=create_key({"name": "sdk-budget", "budgets": [{"amount": 20, "unit": "tokens", "period": "day"}]}))
+    budgeted.chat.completions.create(model="mockai/gpt-mock", messages=MESSAGES, max_tokens=5)
+    error = expect(openai.RateLimitError, lambda: budgeted.chat.completions.create(model="mockai/gpt-mock", messages=MESSAGES, max_tokens=5), 429)
+    assert error.code == "insufficient_quota", error.code
+
+
 CHECKS = [
     ("chat via openai wire", lambda: check_chat("mockai/gpt-mock")),
     ("chat via ollama wire", lambda: check_chat("local/llama-mock")),
@@ -119,6 +150,7 @@ CHECKS = [
     ("embeddings via ollama wire", lambda: check_embeddings("local/embed-local")),
     ("models list and retrieve", check_models),
     ("errors map to SDK exceptions", check_errors),
+    ("virtual key limits and budgets", check_virtual_key_limits),
 ]
 
 failed = 0
