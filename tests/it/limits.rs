@@ -384,3 +384,64 @@ async fn a_revocation_reaches_every_instance_within_seconds() {
     tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
     error_of(&chat_as(&second, &key, &chat("mockai/gpt-mock")).await, 401);
 }
+
+/// A Redis of this test's own, so stopping it does not disturb the others.
+struct OwnRedis {
+    child: std::process::Child,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> OwnRedis {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (installed by scripts/services.sh)");
+        for _ in 0..50 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        OwnRedis { child }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_gateway_rides_out_a_redis_outage_and_reconnects() {
+    if services::redis().is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let redis = OwnRedis::start(port);
+    let url = format!("redis://127.0.0.1:{port}/");
+    let mock = MockUpstream::start().await;
+    let gateway = start(
+        &mock,
+        &[("SWITCHYARD_TEST_REDIS_URL_FOR_GATEWAY", &url), ("SWITCHYARD_TEST_REDIS_FAILURE", "fail_closed")],
+    );
+    let (_, key) = create_key(&gateway, json!({"name": "k", "limits": {"rpm": 1000}})).await;
+    assert_eq!(chat_as(&gateway, &key, &chat("mockai/gpt-mock")).await.status, 200);
+
+    drop(redis);
+    let reply = chat_as(&gateway, &key, &chat("mockai/gpt-mock")).await;
+    assert_eq!(error_of(&reply, 503)["code"], "limits_unavailable", "refused at once, not hung");
+
+    let _redis = OwnRedis::start(port);
+    let mut recovered = false;
+    for _ in 0..50 {
+        if chat_as(&gateway, &key, &chat("mockai/gpt-mock")).await.status == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(recovered, "the gateway reconnected to Redis by itself");
+}
