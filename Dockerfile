@@ -24,6 +24,10 @@ COPY config ./config
 COPY providers ./providers
 # Admins may edit policies through PUT /admin/policies: the folder is the service's own.
 COPY --chown=switchyard policies ./policies
+# SQLite (keys, usage) lives in /app/data unless SWITCHYARD_DATABASE_URL points elsewhere;
+# mount a volume there to keep it.
+RUN mkdir -p /app/data && chown switchyard /app/data
+VOLUME /app/data
 USER switchyard
 ENV SWITCHYARD_LISTEN=0.0.0.0:8080
 EXPOSE 8080
