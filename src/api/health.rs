@@ -2,8 +2,12 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::gateway::Gateway;
@@ -13,8 +17,9 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: config is loaded; which providers can serve and why the others cannot.
-pub async fn readyz(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
+/// `GET /readyz`: config is loaded and the database answers (503 when it does not);
+/// which providers can serve and why the others cannot; how limits are counted.
+pub async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
     let providers: Vec<Value> = gateway
         .registry
         .iter()
@@ -31,5 +36,22 @@ pub async fn readyz(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
             entry
         })
         .collect();
-    Json(json!({"status": "ready", "config": gateway.config.origin, "providers": providers}))
+    let database = match tokio::time::timeout(Duration::from_secs(2), gateway.store.ping()).await {
+        Ok(Ok(())) => json!({"backend": gateway.store.backend.name(), "ok": true}),
+        Ok(Err(error)) => json!({"backend": gateway.store.backend.name(), "ok": false, "error": error.to_string()}),
+        Err(_) => json!({"backend": gateway.store.backend.name(), "ok": false, "error": "no answer within 2 s"}),
+    };
+    let ready = database["ok"] == true;
+    let body = json!({
+        "status": if ready { "ready" } else { "degraded" },
+        "config": gateway.config.origin,
+        "database": database,
+        "limits": {
+            "backend": if gateway.limiter.uses_redis() { "redis" } else { "in-process" },
+            "redis_failures": gateway.limiter.redis_failures.load(std::sync::atomic::Ordering::Relaxed),
+        },
+        "providers": providers,
+    });
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
 }

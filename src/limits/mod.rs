@@ -161,6 +161,10 @@ impl Limiter {
         })
     }
 
+    pub fn uses_redis(&self) -> bool {
+        self.uses_redis
+    }
+
     /// Decides every limit and budget of `subject` for a request of `demand`.
     pub async fn admit(self: &Arc<Self>, subject: &Subject<'_>, demand: Demand) -> Result<Admission, LimitError> {
         let now = jiff::Timestamp::now();

@@ -33,6 +33,15 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
 /// A connection pool to the configured database.
 #[derive(Clone)]
 pub struct Store {
@@ -80,5 +89,11 @@ impl Store {
         let store = Store { pool, backend };
         schema::apply(&store.pool).await?;
         Ok(store)
+    }
+
+    /// A round trip to the database, for readiness checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 }

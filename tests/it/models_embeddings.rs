@@ -34,6 +34,8 @@ async fn readiness_reports_providers_without_auth() {
     let nokey = body["providers"].as_array().unwrap().iter().find(|p| p["id"] == "nokey").unwrap().clone();
     assert_eq!(nokey["available"], false);
     assert_eq!(nokey["reason"], "SWITCHYARD_TEST_NEVER_SET_KEY is not set");
+    assert_eq!(body["database"], json!({"backend": "sqlite", "ok": true}));
+    assert_eq!(body["limits"]["backend"], "in-process");
     let reply = send(client().get(format!("{}/healthz", gateway.url))).await;
     assert_eq!(reply.json(), json!({"status": "ok"}));
 }
