@@ -347,22 +347,13 @@ async fn concurrent_requests_per_key_are_capped() {
 #[tokio::test]
 async fn a_deployment_at_its_own_rate_limit_falls_back() {
     let mock = MockUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    crate::support::gateway::write_config(dir.path(), &mock.url);
-    std::fs::write(
-        dir.path().join("providers/limited.toml"),
-        format!(
-            "id = \"limited\"\nwire = \"openai\"\nbase_url = \"{}/v1\"\n\n[[models]]\nid = \"gpt-mock\"\ncontext_window = 8192\nmax_output_tokens = 1024\ninput_price = 0.5\noutput_price = 1.0\ncapabilities = [\"streaming\"]\nrpm = 2\n",
-            mock.url
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("policies/test.toml"),
-        "[aliases.spread]\ntargets = [\"limited/gpt-mock\", \"mockai/gpt-mock\"]\n",
-    )
-    .unwrap();
-    let gateway = Gateway::spawn(dir, &[("SWITCHYARD_MASTER_KEY", MASTER_KEY)]);
+    let provider = format!(
+        "id = \"limited\"\nwire = \"openai\"\nbase_url = \"{}/v1\"\n\n[[models]]\nid = \"gpt-mock\"\ncontext_window = 8192\nmax_output_tokens = 1024\ninput_price = 0.5\noutput_price = 1.0\ncapabilities = [\"streaming\"]\nrpm = 2\n",
+        mock.url
+    );
+    let policy = "[aliases.spread]\ntargets = [\"limited/gpt-mock\", \"mockai/gpt-mock\"]\n".to_owned();
+    let gateway =
+        Gateway::start_with_files(&mock.url, &[("providers/limited.toml", provider), ("policies/test.toml", policy)]);
     let mut targets = Vec::new();
     for _ in 0..3 {
         let reply = crate::support::post(&gateway, "/v1/chat/completions", &chat("spread")).await;

@@ -189,22 +189,13 @@ cooldown_ms = 60000
 #[tokio::test]
 async fn a_full_concurrency_queue_spills_to_the_next_target() {
     let mock = MockUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    crate::support::gateway::write_config(dir.path(), &mock.url);
-    std::fs::write(
-        dir.path().join("providers/narrow.toml"),
-        format!(
-            "id = \"narrow\"\nwire = \"openai\"\nbase_url = \"{}/v1\"\nallow_unlisted_models = true\nmax_concurrency = 1\nmax_queue = 0\n",
-            mock.url
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("policies/test.toml"),
-        "[aliases.spill]\ntargets = [\"narrow/delay-600\", \"mockai/gpt-mock\"]\n",
-    )
-    .unwrap();
-    let gateway = Gateway::spawn(dir, &[("SWITCHYARD_MASTER_KEY", MASTER_KEY)]);
+    let provider = format!(
+        "id = \"narrow\"\nwire = \"openai\"\nbase_url = \"{}/v1\"\nallow_unlisted_models = true\nmax_concurrency = 1\nmax_queue = 0\n",
+        mock.url
+    );
+    let policy = "[aliases.spill]\ntargets = [\"narrow/delay-600\", \"mockai/gpt-mock\"]\n".to_owned();
+    let gateway =
+        Gateway::start_with_files(&mock.url, &[("providers/narrow.toml", provider), ("policies/test.toml", policy)]);
     let body = chat("spill");
     let (first, second) = tokio::join!(post(&gateway, "/v1/chat/completions", &body), async {
         tokio::time::sleep(Duration::from_millis(150)).await;

@@ -108,9 +108,17 @@ impl Gateway {
 
     /// Starts the gateway with `policy` as `policies/test.toml`.
     pub fn start_with_policy(mock_url: &str, policy: &str) -> Gateway {
+        Gateway::start_with_files(mock_url, &[("policies/test.toml", policy.to_owned())])
+    }
+
+    /// Starts the gateway with extra files (`providers/x.toml`, `policies/y.toml`) in its
+    /// config directory.
+    pub fn start_with_files(mock_url: &str, files: &[(&str, String)]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         write_config(dir.path(), mock_url);
-        std::fs::write(dir.path().join("policies/test.toml"), policy).unwrap();
+        for (path, text) in files {
+            std::fs::write(dir.path().join(path), text).unwrap();
+        }
         Gateway::spawn(dir, &[("SWITCHYARD_MASTER_KEY", MASTER_KEY)])
     }
 
