@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::audit::Auditor;
 use crate::auth::{FailedAuthGuard, MasterKey};
 use crate::config::{Config, Loaded, Problems};
 use crate::keys::KeyCache;
@@ -25,6 +26,7 @@ pub struct Gateway {
     pub keys: KeyCache,
     pub limiter: Arc<Limiter>,
     pub failed_auth: FailedAuthGuard,
+    pub audit: Arc<Auditor>,
     /// Unix seconds at start; the `created` of models in `/v1/models`.
     pub started_at: u64,
 }
@@ -37,6 +39,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Limits(#[from] crate::limits::counters::CounterError),
+    #[error("{0}")]
+    Audit(#[from] crate::audit::JournalError),
 }
 
 /// The provider registry and the policies compiled against it: everything `check`
@@ -56,11 +60,14 @@ impl Gateway {
         let store = Store::open(&config.storage.database_url, &config.storage.data_dir).await?;
         let limiter = Arc::new(Limiter::new(&config.limits, store.clone())?);
         let (registry, router) = compile_routing(&loaded, limiter.clone()).map_err(StartError::Config)?;
+        let audit =
+            Arc::new(Auditor::start(store.clone(), &config.storage.data_dir.join("audit"), config.audit_retention)?);
         let config = loaded.config;
         Ok(Gateway {
             registry,
             router: Arc::new(router),
-            policies: Arc::new(PolicyStore::new(loaded.policies_dir)),
+            policies: Arc::new(PolicyStore::new(loaded.policies_dir, audit.clone())),
+            audit,
             master_key,
             keys: KeyCache::new(store.clone()),
             usage: Arc::new(UsageWriter::start(store.clone())),

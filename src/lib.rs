@@ -2,6 +2,7 @@
 //! Ollama, one request path through named phases (see [`pipeline`]).
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod gateway;

@@ -10,7 +10,7 @@ use switchyard::config;
 use switchyard::gateway::{self, Gateway};
 use switchyard::keys::{KeyCache, NewKey};
 use switchyard::providers::catalog::ApiKey;
-use switchyard::store::Store;
+use switchyard::store::{AuditFilter, Store};
 
 /// switchyard: one OpenAI-compatible endpoint in front of OpenAI, DeepSeek, Groq and Ollama.
 ///
@@ -55,6 +55,14 @@ enum Command {
         #[arg(long, env = "SWITCHYARD_CONFIG", value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Check or export the audit log.
+    Audit {
+        /// Config file. Default: config/dev.toml, or the built-in copy if it does not exist.
+        #[arg(long, global = true, env = "SWITCHYARD_CONFIG", value_name = "PATH")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Manage virtual keys in the configured database (running gateways see changes
     /// within two seconds).
     Keys {
@@ -64,6 +72,29 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Recompute every hash chain; exit 1 naming the first broken link.
+    Verify,
+    /// Print records, oldest first.
+    Export {
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+        /// Only records at or after this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        since: Option<jiff::Timestamp>,
+        /// Only records before this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        until: Option<jiff::Timestamp>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    Jsonl,
+    Csv,
 }
 
 #[derive(Subcommand)]
@@ -96,6 +127,7 @@ fn main() -> ExitCode {
         Command::Serve { config, listen } => serve(config, listen),
         Command::Check { config } => check(config),
         Command::Keys { config, action } => keys(config, action),
+        Command::Audit { config, action } => audit(config, action),
     }
 }
 
@@ -136,6 +168,101 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
             None
         }
     }
+}
+
+fn audit(config_path: Option<PathBuf>, action: AuditAction) -> ExitCode {
+    let loaded = match config::load(config_path.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(problems) => {
+            eprintln!("{problems}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+    let storage = loaded.config.storage;
+    let result: Result<(), String> = runtime.block_on(async {
+        let store = Store::open(&storage.database_url, &storage.data_dir).await.map_err(|e| e.to_string())?;
+        match action {
+            AuditAction::Verify => {
+                let verified = switchyard::audit::verify::verify(&store).await.map_err(|e| e.to_string())?;
+                println!("ok: {} records in {} chains verify", verified.records, verified.chains);
+            }
+            AuditAction::Export { format, since, until } => {
+                let filter = AuditFilter {
+                    since_ms: since.map(|t| t.as_millisecond()),
+                    until_ms: until.map(|t| t.as_millisecond()),
+                    ..AuditFilter::default()
+                };
+                if let ExportFormat::Csv = format {
+                    println!("{}", CSV_COLUMNS.join(","));
+                }
+                let mut cursor = None;
+                loop {
+                    let rows = store.audit_query(&filter, cursor.clone(), 1000).await.map_err(|e| e.to_string())?;
+                    for row in &rows {
+                        match format {
+                            ExportFormat::Jsonl => println!("{}", row.record),
+                            ExportFormat::Csv => println!("{}", csv_line(&row.record)),
+                        }
+                    }
+                    match rows.last() {
+                        Some(last) if rows.len() == 1000 => cursor = Some((last.at_ms, last.chain.clone(), last.seq)),
+                        _ => break,
+                    }
+                }
+            }
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("switchyard: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const CSV_COLUMNS: &[&str] = &[
+    "id",
+    "at_ms",
+    "kind",
+    "request_id",
+    "key_id",
+    "team",
+    "end_user",
+    "client_ip",
+    "endpoint",
+    "requested_model",
+    "rule",
+    "target",
+    "attempts",
+    "status",
+    "latency_ms",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "outcome",
+    "action",
+    "subject",
+    "error",
+];
+
+/// One record as a CSV line, fields quoted where needed.
+fn csv_line(record: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(record).unwrap_or_default();
+    CSV_COLUMNS
+        .iter()
+        .map(|column| {
+            let field = match &value[*column] {
+                serde_json::Value::Null => String::new(),
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            if field.contains([',', '"', '\n']) { format!("\"{}\"", field.replace('"', "\"\"")) } else { field }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn keys(config_path: Option<PathBuf>, action: KeysAction) -> ExitCode {

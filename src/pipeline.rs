@@ -20,6 +20,7 @@ use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt, stream};
 use tokio::time::Instant;
 
+use crate::audit::{AuditRecord, Auditor};
 use crate::auth::{self, AuthError, Principal};
 use crate::gateway::Gateway;
 use crate::keys::{KEY_PREFIX, Lookup};
@@ -111,18 +112,28 @@ impl RouteReport {
 }
 
 /// `POST /v1/chat/completions`
+///
+/// `audit` is filled in as the request goes; once an upstream has answered it moves into
+/// the settlement, which records it when the answer is complete. Otherwise it stays with
+/// the caller, who records it with the error.
 pub async fn chat(
     gateway: &Gateway,
     context: &RequestContext,
     body: &[u8],
+    audit: &mut Option<AuditRecord>,
 ) -> Result<(ChatOutput, RouteReport), PipelineError> {
     let principal = authenticate(gateway, context).await?;
+    if let Some(record) = audit.as_mut() {
+        record.set_principal(&principal);
+    }
     let mut request = parse::chat_request(body)?;
+    note_request(audit, &request.model, request.user.as_deref(), context);
     may_use_model(&principal, &request.model)?;
     let input = RouteInput::chat(&request, &context.caller(&principal));
     let end_user = input.end_user.map(str::to_owned);
-    let plan = gateway.router.plan(&gateway.registry, &input, None)?;
+    let plan = gateway.router.plan(&gateway.registry, &input, None);
     drop(input);
+    let plan = note_plan(audit, plan)?;
     let max_output = request.max_output_tokens();
     let admission = admit(gateway, &principal, end_user.as_deref(), &plan, max_output).await?;
     let redactions = apply_plan(&plan, &mut request);
@@ -140,7 +151,8 @@ pub async fn chat(
     .map_err(|failed| failed.into_error(&plan))?;
     let report = dispatched.report(&plan, &admission);
     let attempt_started = dispatched.attempt_started;
-    let (reply, mut record) = dispatched.settle_with(gateway, context, &principal, end_user, admission, started);
+    let (reply, mut record) =
+        dispatched.settle_with(gateway, context, &principal, end_user, admission, started, audit.take());
     let output = match reply {
         ChatReply::Complete { body, usage } => {
             record.usage = usage;
@@ -168,14 +180,20 @@ pub async fn embeddings(
     gateway: &Gateway,
     context: &RequestContext,
     body: &[u8],
+    audit: &mut Option<AuditRecord>,
 ) -> Result<(Bytes, RouteReport), PipelineError> {
     let principal = authenticate(gateway, context).await?;
+    if let Some(record) = audit.as_mut() {
+        record.set_principal(&principal);
+    }
     let mut request = parse::embeddings_request(body)?;
+    note_request(audit, &request.model, request.user.as_deref(), context);
     may_use_model(&principal, &request.model)?;
     let input = RouteInput::embeddings(&request, &context.caller(&principal));
     let end_user = input.end_user.map(str::to_owned);
-    let plan = gateway.router.plan(&gateway.registry, &input, None)?;
+    let plan = gateway.router.plan(&gateway.registry, &input, None);
     drop(input);
+    let plan = note_plan(audit, plan)?;
     let admission = admit(gateway, &principal, end_user.as_deref(), &plan, Some(0)).await?;
     if plan.redacts() {
         // Embeddings of the placeholders: nothing to restore in a vector.
@@ -187,11 +205,38 @@ pub async fn embeddings(
             .await
             .map_err(|failed| failed.into_error(&plan))?;
     let report = dispatched.report(&plan, &admission);
-    let (reply, mut record) = dispatched.settle_with(gateway, context, &principal, end_user, admission, started);
+    let (reply, mut record) =
+        dispatched.settle_with(gateway, context, &principal, end_user, admission, started, audit.take());
     record.usage = reply.usage;
     record.outcome = Some(Outcome::Completed);
     record.settle();
     Ok((reply.body, report))
+}
+
+/// What the audit record learns from the parsed request.
+fn note_request(audit: &mut Option<AuditRecord>, model: &str, body_user: Option<&str>, context: &RequestContext) {
+    if let Some(record) = audit {
+        record.requested_model = Some(model.to_owned());
+        record.end_user = context.end_user.clone().or_else(|| body_user.map(str::to_owned));
+    }
+}
+
+/// What the audit record learns from planning: the rule, and the PII classes found.
+fn note_plan(audit: &mut Option<AuditRecord>, plan: Result<Plan, RoutingError>) -> Result<Plan, RoutingError> {
+    if let Some(record) = audit {
+        match &plan {
+            Ok(plan) => {
+                record.rule = Some(plan.rule.clone().unwrap_or_else(|| "default".into()));
+                record.pii_classes = plan.pii_found.iter().map(|class| class.name().to_owned()).collect();
+            }
+            Err(RoutingError::PiiBlocked { rule, classes }) => {
+                record.rule = Some(rule.clone());
+                record.pii_classes = classes.clone();
+            }
+            Err(_) => {}
+        }
+    }
+    plan
 }
 
 /// Phase 1: the caller behind the request's bearer key. Failures count against the
@@ -330,6 +375,7 @@ struct Dispatched<Reply> {
 impl<Reply> Dispatched<Reply> {
     /// The reply, and the settlement that will record it: usage, and the caller's and the
     /// deployment's limits settled with the real figures.
+    #[allow(clippy::too_many_arguments)]
     fn settle_with(
         self,
         gateway: &Gateway,
@@ -338,6 +384,7 @@ impl<Reply> Dispatched<Reply> {
         end_user: Option<String>,
         admission: Option<Admission>,
         started: Instant,
+        audit: Option<AuditRecord>,
     ) -> (Reply, Settlement) {
         let key = principal.key().map(|key| &key.record);
         let settlement = Settlement {
@@ -351,6 +398,8 @@ impl<Reply> Dispatched<Reply> {
             end_user,
             admissions: [admission, self.ticket].into_iter().flatten().collect(),
             usage_writer: gateway.usage.clone(),
+            audit: audit.map(|record| (record, gateway.audit.clone())),
+            attempts: self.attempts,
             _slot: self.slot,
         };
         (self.reply, settlement)
@@ -598,6 +647,9 @@ struct Settlement {
     /// The caller's and the deployment's limits, settled with the real usage.
     admissions: Vec<Admission>,
     usage_writer: Arc<UsageWriter>,
+    /// The request's audit record, completed and journaled when the answer is.
+    audit: Option<(AuditRecord, Arc<Auditor>)>,
+    attempts: u32,
     /// The deployment stays busy until the answer is settled.
     _slot: CallSlot,
 }
@@ -644,6 +696,21 @@ impl Settlement {
             output_tokens: output as i64,
             cost_usd,
         };
+        if let Some((mut record, auditor)) = self.audit.take() {
+            record.target = Some(row.model.clone());
+            record.attempts = self.attempts;
+            record.status = 200;
+            record.latency_ms = Some(self.started.elapsed().as_millis() as u64);
+            record.input_tokens = self.usage.as_ref().map(|u| u.prompt_tokens);
+            record.output_tokens = self.usage.as_ref().map(|u| u.completion_tokens);
+            record.cost_usd = self.usage.as_ref().map(|_| cost_usd);
+            record.outcome = Some(outcome.to_owned());
+            record.error = match &self.outcome {
+                Some(Outcome::Failed(error)) => Some(error.clone()),
+                _ => None,
+            };
+            auditor.record(&record);
+        }
         self.usage_writer.record(row);
     }
 }

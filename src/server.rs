@@ -50,6 +50,7 @@ pub async fn serve(gateway: Arc<Gateway>, listen: SocketAddr) -> Result<(), Serv
         let _ = connection.set_nodelay(true);
     });
     let usage = gateway.usage.clone();
+    let audit = gateway.audit.clone();
     let app = api::router(gateway).into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
@@ -66,6 +67,7 @@ pub async fn serve(gateway: Arc<Gateway>, listen: SocketAddr) -> Result<(), Serv
     }
     policy_watcher.abort();
     usage.flush_and_stop().await;
+    audit.flush_and_stop().await;
     Ok(())
 }
 

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::openai::RequestBody;
+use crate::audit::AuditRecord;
 use crate::auth::AuthError;
 use crate::gateway::Gateway;
 use crate::pipeline::{self, RequestContext};
@@ -21,7 +22,22 @@ use crate::routing::reload::{Change, PolicyChangeError};
 
 /// Proof that the request carries the master key (or the gateway runs in open,
 /// loopback-only mode): every `/admin` handler takes one. Virtual keys get 403.
-pub struct Admin;
+pub struct Admin {
+    request_id: String,
+    client_ip: Option<std::net::IpAddr>,
+}
+
+impl Admin {
+    /// Journals an admin action (`key.create`, …) on `subject` with its outcome.
+    pub fn audit(&self, gateway: &Gateway, action: &str, subject: &str, status: StatusCode) {
+        let mut record = AuditRecord::begin("admin", action, &self.request_id, self.client_ip);
+        record.admin = true;
+        record.action = Some(action.to_owned());
+        record.subject = Some(subject.to_owned());
+        record.status = status.as_u16();
+        gateway.audit.record(&record);
+    }
+}
 
 impl FromRequestParts<Arc<Gateway>> for Admin {
     type Rejection = ApiError;
@@ -29,7 +45,7 @@ impl FromRequestParts<Arc<Gateway>> for Admin {
     async fn from_request_parts(parts: &mut Parts, gateway: &Arc<Gateway>) -> Result<Self, ApiError> {
         let Ok(context) = RequestContext::from_request_parts(parts, gateway).await;
         if pipeline::authenticate(gateway, &context).await?.is_admin() {
-            Ok(Admin)
+            Ok(Admin { request_id: context.request_id, client_ip: context.client_ip })
         } else {
             Err(AuthError::Forbidden("virtual keys cannot use /admin; use the master key".into()).into())
         }
@@ -101,7 +117,7 @@ pub async fn get_policies(State(gateway): State<Arc<Gateway>>, _: Admin) -> Resp
 /// `PUT /admin/policies/{name}`: TOML text that replaces (or adds) `policies/<name>.toml`.
 pub async fn put_policy(
     State(gateway): State<Arc<Gateway>>,
-    _: Admin,
+    admin: Admin,
     Path(name): Path<String>,
     RequestBody(body): RequestBody,
 ) -> Response {
@@ -109,7 +125,11 @@ pub async fn put_policy(
         return ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", None, None, "the policy must be UTF-8")
             .into_response();
     };
-    match gateway.policies.put(&gateway.router, &gateway.registry, &name, text, "master key").await {
+    let result = gateway.policies.put(&gateway.router, &gateway.registry, &name, text, "master key").await;
+    if result.is_err() {
+        admin.audit(&gateway, "policy.put", &name, StatusCode::BAD_REQUEST);
+    }
+    match result {
         Ok(version) => {
             Json(serde_json::json!({ "version": version, "digest": gateway.router.policy().digest })).into_response()
         }

@@ -62,13 +62,14 @@ fn store_failed(error: impl std::fmt::Display) -> Response {
 }
 
 /// `POST /admin/keys`: creates a key; the answer holds its secret, shown this once.
-pub async fn create(State(gateway): State<Arc<Gateway>>, _: Admin, RequestBody(body): RequestBody) -> Response {
+pub async fn create(State(gateway): State<Arc<Gateway>>, admin: Admin, RequestBody(body): RequestBody) -> Response {
     let new: NewKey = match serde_json::from_slice(&body) {
         Ok(new) => new,
         Err(error) => return bad_request(format!("invalid key definition: {error}")),
     };
     match gateway.keys.create(new).await {
         Ok((record, secret)) => {
+            admin.audit(&gateway, "key.create", &record.id, StatusCode::CREATED);
             let mut view = serde_json::to_value(KeyView::from(record)).unwrap_or_default();
             view["key"] = serde_json::Value::String(secret);
             (StatusCode::CREATED, Json(view)).into_response()
@@ -91,18 +92,24 @@ pub async fn list(State(gateway): State<Arc<Gateway>>, _: Admin) -> Response {
 }
 
 /// `POST /admin/keys/{id}/revoke`: effective at once here, within seconds everywhere.
-pub async fn revoke(State(gateway): State<Arc<Gateway>>, _: Admin, Path(id): Path<String>) -> Response {
+pub async fn revoke(State(gateway): State<Arc<Gateway>>, admin: Admin, Path(id): Path<String>) -> Response {
     match gateway.keys.revoke(&id).await {
-        Ok(true) => Json(serde_json::json!({ "id": id, "revoked": true })).into_response(),
+        Ok(true) => {
+            admin.audit(&gateway, "key.revoke", &id, StatusCode::OK);
+            Json(serde_json::json!({ "id": id, "revoked": true })).into_response()
+        }
         Ok(false) => not_found(&id),
         Err(error) => store_failed(error),
     }
 }
 
 /// `POST /admin/keys/{id}/rotate`: a new secret (shown once); the old one stops working.
-pub async fn rotate(State(gateway): State<Arc<Gateway>>, _: Admin, Path(id): Path<String>) -> Response {
+pub async fn rotate(State(gateway): State<Arc<Gateway>>, admin: Admin, Path(id): Path<String>) -> Response {
     match gateway.keys.rotate(&id).await {
-        Ok(Some(secret)) => Json(serde_json::json!({ "id": id, "key": secret })).into_response(),
+        Ok(Some(secret)) => {
+            admin.audit(&gateway, "key.rotate", &id, StatusCode::OK);
+            Json(serde_json::json!({ "id": id, "key": secret })).into_response()
+        }
         Ok(None) => not_found(&id),
         Err(KeyError::Invalid(message)) => bad_request(message),
         Err(KeyError::Store(error)) => store_failed(error),
@@ -112,7 +119,7 @@ pub async fn rotate(State(gateway): State<Arc<Gateway>>, _: Admin, Path(id): Pat
 /// `PUT /admin/teams/{id}`: a team's limits and budgets, shared by all its keys.
 pub async fn put_team(
     State(gateway): State<Arc<Gateway>>,
-    _: Admin,
+    admin: Admin,
     Path(id): Path<String>,
     RequestBody(body): RequestBody,
 ) -> Response {
@@ -127,6 +134,7 @@ pub async fn put_team(
     match gateway.store.upsert_team(&team, jiff::Timestamp::now().as_second()).await {
         Ok(()) => {
             gateway.keys.invalidate();
+            admin.audit(&gateway, "team.put", &id, StatusCode::OK);
             Json(serde_json::json!({ "id": id, "limits": team.policy.limits, "budgets": team.policy.budgets }))
                 .into_response()
         }

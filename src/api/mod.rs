@@ -1,6 +1,7 @@
 //! The HTTP front door: routes, the error envelope, the edge middleware.
 
 mod admin;
+mod audit;
 mod edge;
 mod error;
 mod health;
@@ -32,6 +33,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/admin/keys/{id}/rotate", post(keys::rotate))
         .route("/admin/teams/{id}", put(keys::put_team))
         .route("/admin/usage", get(usage::admin_usage))
+        .route("/admin/audit", get(audit::list))
         .route("/admin/route/explain", post(admin::explain_route))
         .route("/admin/policies", get(admin::get_policies))
         .route("/admin/policies/{name}", put(admin::put_policy))

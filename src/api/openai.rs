@@ -15,9 +15,10 @@ use futures_util::stream;
 
 use super::edge::RequestId;
 use super::error::{ApiError, stream_error_frame};
+use crate::audit::AuditRecord;
 use crate::auth::Principal;
 use crate::gateway::Gateway;
-use crate::pipeline::{self, ChatOutput, FrameStream, RequestContext, RouteReport};
+use crate::pipeline::{self, ChatOutput, FrameStream, PipelineError, RequestContext, RouteReport};
 use crate::protocol::models::{Model, ModelList};
 use crate::routing::glob::Glob;
 
@@ -26,10 +27,11 @@ pub async fn chat_completions(
     context: RequestContext,
     RequestBody(body): RequestBody,
 ) -> Response {
-    match pipeline::chat(&gateway, &context, &body).await {
+    let mut audit = Some(AuditRecord::begin("chat", "/v1/chat/completions", &context.request_id, context.client_ip));
+    match pipeline::chat(&gateway, &context, &body, &mut audit).await {
         Ok((ChatOutput::Complete(body), route)) => with_route(json(body), &route),
         Ok((ChatOutput::Stream(frames), route)) => with_route(event_stream(frames), &route),
-        Err(error) => ApiError::from(error).into_response(),
+        Err(error) => refused(&gateway, audit, error),
     }
 }
 
@@ -38,10 +40,28 @@ pub async fn embeddings(
     context: RequestContext,
     RequestBody(body): RequestBody,
 ) -> Response {
-    match pipeline::embeddings(&gateway, &context, &body).await {
+    let mut audit = Some(AuditRecord::begin("embeddings", "/v1/embeddings", &context.request_id, context.client_ip));
+    match pipeline::embeddings(&gateway, &context, &body, &mut audit).await {
         Ok((body, route)) => with_route(json(body), &route),
-        Err(error) => ApiError::from(error).into_response(),
+        Err(error) => refused(&gateway, audit, error),
     }
+}
+
+/// A request that ended in an error before any answer: its audit record, then the error.
+fn refused(gateway: &Gateway, audit: Option<AuditRecord>, error: PipelineError) -> Response {
+    if let Some(mut record) = audit {
+        if let PipelineError::Upstream { route, .. } = &error {
+            record.target = Some(route.target.clone());
+            record.attempts = route.attempts;
+        }
+        record.error = Some(error.to_string());
+        record.outcome = Some("failed".into());
+        let api_error = ApiError::from(error);
+        record.status = api_error.status.as_u16();
+        gateway.audit.record(&record);
+        return api_error.into_response();
+    }
+    ApiError::from(error).into_response()
 }
 
 pub async fn list_models(State(gateway): State<Arc<Gateway>>, context: RequestContext) -> Response {

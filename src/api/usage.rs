@@ -57,7 +57,8 @@ pub async fn admin_usage(
     }
 }
 
-fn parse_time(raw: &str) -> Option<i64> {
+/// Unix seconds from `1767225600` or `2026-01-01T00:00:00Z`.
+pub(super) fn parse_time(raw: &str) -> Option<i64> {
     raw.parse::<i64>().ok().or_else(|| raw.parse::<jiff::Timestamp>().ok().map(|t| t.as_second()))
 }
 

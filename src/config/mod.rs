@@ -50,6 +50,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Failed authentications allowed per client address and minute.
     pub failed_auth_per_minute: u64,
+    /// Audit records older than this are deleted; `None`: kept forever.
+    pub audit_retention: Option<Duration>,
 }
 
 /// Where durable state lives.
@@ -204,6 +206,15 @@ struct ConfigFile {
     storage: StorageSection,
     #[serde(default)]
     limits: LimitsSection,
+    #[serde(default)]
+    audit: AuditSection,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct AuditSection {
+    /// 0: keep forever.
+    retention_days: u64,
 }
 
 #[derive(Deserialize)]
@@ -368,6 +379,8 @@ impl ConfigFile {
                 on_redis_failure,
             },
             failed_auth_per_minute: self.limits.failed_auth_per_ip_per_minute,
+            audit_retention: (self.audit.retention_days > 0)
+                .then(|| Duration::from_secs(self.audit.retention_days * 24 * 3600)),
         })
     }
 }

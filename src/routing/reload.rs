@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::Router;
 use super::policy::{self, Policy};
+use crate::audit::{AuditRecord, Auditor};
 use crate::config::{self, DataFile, Problem};
 use crate::providers::Registry;
 
@@ -48,6 +49,8 @@ pub enum PolicyChangeError {
 /// The policies directory and the record of changes to it.
 pub struct PolicyStore {
     dir: Option<PathBuf>,
+    /// Every accepted change is an audit record too.
+    audit: Arc<Auditor>,
     history: Mutex<Vec<Change>>,
     /// One change at a time: a PUT and the watcher must not interleave.
     applying: tokio::sync::Mutex<()>,
@@ -56,9 +59,10 @@ pub struct PolicyStore {
 }
 
 impl PolicyStore {
-    pub fn new(dir: Option<PathBuf>) -> Self {
+    pub fn new(dir: Option<PathBuf>, audit: Arc<Auditor>) -> Self {
         PolicyStore {
             dir,
+            audit,
             history: Mutex::new(Vec::new()),
             applying: tokio::sync::Mutex::new(()),
             last_rejected: Mutex::new(None),
@@ -130,6 +134,12 @@ impl PolicyStore {
         };
         router.swap(compiled);
         tracing::info!(version, by = %change.by, digest = %change.digest, "policy change applied");
+        let mut record = AuditRecord::begin("admin", "policies", "", None);
+        record.admin = change.by == "master key";
+        record.action = Some(if change.by == "file edit" { "policy.reload" } else { "policy.put" }.to_owned());
+        record.subject = Some(format!("version {version}, digest {}", change.digest));
+        record.status = 200;
+        self.audit.record(&record);
         if let Some(dir) = &self.dir
             && let Err(error) = append_history(&dir.join(HISTORY_FILE), &change)
         {

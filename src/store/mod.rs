@@ -2,6 +2,7 @@
 //! by default, PostgreSQL when `database_url` is set. Both run the same SQL through
 //! sqlx's `Any` driver, so they behave the same; the schema is applied on start.
 
+mod audit;
 mod keys;
 mod schema;
 mod usage;
@@ -13,6 +14,7 @@ use std::str::FromStr;
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
+pub use audit::{AuditColumns, AuditFilter, ChainHead, StoredAudit};
 pub use keys::{KeyRecord, TeamRecord};
 pub use usage::{UsageCell, UsageFilter, UsageGroup, UsageRow, UsageSum, UsageTotal};
 pub use writer::UsageWriter;

@@ -38,6 +38,34 @@ const STEPS: &[&str] = &[
     )",
     "CREATE INDEX usage_by_key ON usage_minutes (key_id, minute)",
     "CREATE INDEX usage_by_team ON usage_minutes (team, minute)",
+    // The audit log: one hash chain per instance (`chain`), `record` is the JSON text the
+    // hash covers; the other columns are copies for filtering.
+    "CREATE TABLE audit_log (
+        chain TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        record TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key_id TEXT,
+        team TEXT,
+        end_user TEXT,
+        model TEXT,
+        target TEXT,
+        status BIGINT NOT NULL,
+        PRIMARY KEY (chain, seq)
+    )",
+    "CREATE INDEX audit_by_time ON audit_log (at_ms, chain, seq)",
+    "CREATE INDEX audit_by_key ON audit_log (key_id, at_ms)",
+    "CREATE TABLE audit_chains (
+        chain TEXT PRIMARY KEY,
+        seq BIGINT NOT NULL,
+        hash TEXT NOT NULL,
+        journal_generation BIGINT NOT NULL,
+        journal_offset BIGINT NOT NULL
+    )",
 ];
 
 pub async fn apply(pool: &AnyPool) -> Result<(), sqlx::Error> {

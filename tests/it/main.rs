@@ -1,6 +1,7 @@
 //! Integration tests: the real binary over HTTP, in front of mock providers that speak
 //! OpenAI's and Ollama's wire formats.
 
+mod audit;
 mod chat_ollama;
 mod chat_openai;
 mod cli;

@@ -182,6 +182,17 @@ impl Gateway {
         self.stderr.lock().unwrap().join("\n")
     }
 
+    /// The directory holding this gateway's config (and its `data/`).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// SIGKILL: the process gets no chance to flush anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();

@@ -1,0 +1,151 @@
+//! Moves journaled records into the database, chained, in batches.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use super::{AuditRecord, GENESIS, Journal, chain_hash};
+use crate::store::{AuditColumns, ChainHead, Store, StoredAudit};
+
+/// Most bytes of journal turned into one database transaction.
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// How long shutdown waits for an unreachable database before leaving records in the
+/// journal for the next start.
+const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+pub struct Signals {
+    pub wake: Notify,
+    pub stopping: AtomicBool,
+}
+
+pub async fn run(store: Store, journal: Arc<Journal>, signals: Arc<Signals>, retention: Option<Duration>) {
+    let mut failures = 0u32;
+    let mut stop_deadline: Option<Instant> = None;
+    let mut last_retention = Instant::now() - Duration::from_secs(3600);
+    let mut head: Option<ChainHead> = None;
+    loop {
+        let stopping = signals.stopping.load(Ordering::SeqCst);
+        if stopping && stop_deadline.is_none() {
+            stop_deadline = Some(Instant::now() + SHUTDOWN_PATIENCE);
+        }
+        match step(&store, &journal, &mut head).await {
+            Ok(Progress::Wrote) => {
+                failures = 0;
+                continue;
+            }
+            Ok(Progress::CaughtUp) => {
+                failures = 0;
+                if stopping {
+                    return;
+                }
+            }
+            Err(error) => {
+                failures += 1;
+                if failures.is_power_of_two() {
+                    tracing::error!(failures, "audit records wait in the journal: {error}");
+                }
+                if stop_deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                    tracing::error!("stopping with audit records still in the journal; the next start writes them");
+                    return;
+                }
+            }
+        }
+        if let Some(retention) = retention
+            && last_retention.elapsed() >= Duration::from_secs(3600)
+        {
+            last_retention = Instant::now();
+            let before = jiff::Timestamp::now().as_millisecond() - retention.as_millis() as i64;
+            match store.delete_audit_before(before).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "audit records past retention deleted"),
+                Err(error) => tracing::warn!("audit retention failed: {error}"),
+            }
+        }
+        let pause = if failures > 0 {
+            Duration::from_millis(200 * u64::from(failures.min(10)))
+        } else {
+            Duration::from_millis(200)
+        };
+        tokio::select! {
+            _ = signals.wake.notified(), if failures == 0 => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+enum Progress {
+    Wrote,
+    CaughtUp,
+}
+
+/// Writes the next batch from the journal, or moves to the next journal file.
+async fn step(store: &Store, journal: &Journal, head: &mut Option<ChainHead>) -> Result<Progress, String> {
+    let current = match head {
+        Some(head) => head.clone(),
+        None => {
+            let found = store.chain_head(&journal.chain).await.map_err(|e| e.to_string())?;
+            let start = found.unwrap_or_else(|| ChainHead {
+                chain: journal.chain.clone(),
+                seq: 0,
+                hash: GENESIS.to_owned(),
+                journal_generation: journal.oldest_generation() as i64,
+                journal_offset: 0,
+            });
+            head.insert(start).clone()
+        }
+    };
+    let generation = current.journal_generation as u64;
+    let (lines, offset) =
+        journal.read(generation, current.journal_offset as u64, BATCH_BYTES).map_err(|e| e.to_string())?;
+    if lines.is_empty() {
+        if !journal.has_after(generation) {
+            return Ok(Progress::CaughtUp);
+        }
+        // This generation is closed and fully written out: go on to the next.
+        let next = ChainHead { journal_generation: current.journal_generation + 1, journal_offset: 0, ..current };
+        store.append_audit(&[], &next).await.map_err(|e| e.to_string())?;
+        journal.remove(generation);
+        *head = Some(next);
+        return Ok(Progress::Wrote);
+    }
+    let mut next = current.clone();
+    let mut rows = Vec::with_capacity(lines.len());
+    for line in lines {
+        let record: AuditRecord = match serde_json::from_str(&line) {
+            Ok(record) => record,
+            Err(error) => {
+                // Only a write torn by a crash can look like this; its response was never sent.
+                tracing::warn!("skipping an unreadable journal line: {error}");
+                continue;
+            }
+        };
+        next.seq += 1;
+        let hash = chain_hash(&next.hash, &line);
+        let columns = AuditColumns {
+            id: record.id.clone(),
+            kind: record.kind.clone(),
+            key_id: record.key_id.clone(),
+            team: record.team.clone(),
+            end_user: record.end_user.clone(),
+            model: record.requested_model.clone(),
+            target: record.target.clone(),
+            status: i64::from(record.status),
+        };
+        let stored = StoredAudit {
+            chain: next.chain.clone(),
+            seq: next.seq,
+            at_ms: record.at_ms,
+            record: line,
+            prev_hash: std::mem::replace(&mut next.hash, hash.clone()),
+            hash,
+        };
+        rows.push((stored, columns));
+    }
+    next.journal_offset = offset as i64;
+    store.append_audit(&rows, &next).await.map_err(|e| e.to_string())?;
+    *head = Some(next);
+    Ok(Progress::Wrote)
+}

@@ -1,0 +1,216 @@
+//! The audit log's tables: one row per record with the columns filters need, the record's
+//! JSON text and its hash links; and each chain's head (last seq and hash, and how far the
+//! writer has read that instance's journal).
+
+use super::{Store, StoreError};
+
+/// Where a chain stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    pub chain: String,
+    pub seq: i64,
+    pub hash: String,
+    pub journal_generation: i64,
+    pub journal_offset: i64,
+}
+
+/// A record as stored: the JSON text is what the hash covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAudit {
+    pub chain: String,
+    pub seq: i64,
+    pub at_ms: i64,
+    pub record: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The indexed columns of a record, taken from it when it is written.
+#[derive(Debug, Clone, Default)]
+pub struct AuditColumns {
+    pub id: String,
+    pub kind: String,
+    pub key_id: Option<String>,
+    pub team: Option<String>,
+    pub end_user: Option<String>,
+    pub model: Option<String>,
+    pub target: Option<String>,
+    pub status: i64,
+}
+
+/// `GET /admin/audit` filters; unset fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub key_id: Option<String>,
+    pub team: Option<String>,
+    pub end_user: Option<String>,
+    pub model: Option<String>,
+    /// The provider part of the target.
+    pub provider: Option<String>,
+    pub status: Option<i64>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+}
+
+type HeadRow = (String, i64, String, i64, i64);
+type AuditRow = (String, i64, i64, String, String, String);
+
+const AUDIT_COLUMNS: &str = "chain, seq, at_ms, record, prev_hash, hash";
+
+impl Store {
+    pub async fn chain_heads(&self) -> Result<Vec<ChainHead>, StoreError> {
+        let rows: Vec<HeadRow> = sqlx::query_as(
+            "SELECT chain, seq, hash, journal_generation, journal_offset FROM audit_chains ORDER BY chain",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(head_from_row).collect())
+    }
+
+    pub async fn chain_head(&self, chain: &str) -> Result<Option<ChainHead>, StoreError> {
+        let row: Option<HeadRow> = sqlx::query_as(
+            "SELECT chain, seq, hash, journal_generation, journal_offset FROM audit_chains WHERE chain = $1",
+        )
+        .bind(chain)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(head_from_row))
+    }
+
+    /// Writes records and moves the chain's head, in one transaction: either both happen
+    /// or neither, so the journal offset never runs ahead of what is stored.
+    pub async fn append_audit(&self, rows: &[(StoredAudit, AuditColumns)], head: &ChainHead) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        for (row, columns) in rows {
+            sqlx::query(
+                "INSERT INTO audit_log (chain, seq, at_ms, record, prev_hash, hash, id, kind, key_id, team, end_user, \
+                 model, target, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            )
+            .bind(&row.chain)
+            .bind(row.seq)
+            .bind(row.at_ms)
+            .bind(&row.record)
+            .bind(&row.prev_hash)
+            .bind(&row.hash)
+            .bind(&columns.id)
+            .bind(&columns.kind)
+            .bind(&columns.key_id)
+            .bind(&columns.team)
+            .bind(&columns.end_user)
+            .bind(&columns.model)
+            .bind(&columns.target)
+            .bind(columns.status)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO audit_chains (chain, seq, hash, journal_generation, journal_offset) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, \
+             journal_generation = excluded.journal_generation, journal_offset = excluded.journal_offset",
+        )
+        .bind(&head.chain)
+        .bind(head.seq)
+        .bind(&head.hash)
+        .bind(head.journal_generation)
+        .bind(head.journal_offset)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// One chain's records after `after_seq`, in order, for verification.
+    pub async fn audit_chain_page(
+        &self,
+        chain: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredAudit>, StoreError> {
+        let rows: Vec<AuditRow> = sqlx::query_as(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE chain = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ))
+        .bind(chain)
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(audit_from_row).collect())
+    }
+
+    /// Matching records in time order, after the cursor `(at_ms, chain, seq)`.
+    pub async fn audit_query(
+        &self,
+        filter: &AuditFilter,
+        after: Option<(i64, String, i64)>,
+        limit: i64,
+    ) -> Result<Vec<StoredAudit>, StoreError> {
+        let mut conditions = Vec::new();
+        let mut texts: Vec<String> = Vec::new();
+        for (column, value) in [
+            ("key_id", &filter.key_id),
+            ("team", &filter.team),
+            ("end_user", &filter.end_user),
+            ("model", &filter.model),
+        ] {
+            if let Some(value) = value {
+                texts.push(value.clone());
+                conditions.push(format!("{column} = ${}", texts.len()));
+            }
+        }
+        if let Some(provider) = &filter.provider {
+            texts.push(format!("{provider}/%"));
+            conditions.push(format!("target LIKE ${}", texts.len()));
+        }
+        let mut numbers: Vec<i64> = Vec::new();
+        for (comparison, value) in
+            [("status =", filter.status), ("at_ms >=", filter.since_ms), ("at_ms <", filter.until_ms)]
+        {
+            if let Some(value) = value {
+                numbers.push(value);
+                conditions.push(format!("{comparison} ${}", texts.len() + numbers.len()));
+            }
+        }
+        let cursor = after.map(|(at_ms, chain, seq)| {
+            let base = texts.len() + numbers.len();
+            conditions.push(format!(
+                "(at_ms > ${a} OR (at_ms = ${a} AND (chain > ${c} OR (chain = ${c} AND seq > ${s}))))",
+                a = base + 1,
+                c = base + 2,
+                s = base + 3
+            ));
+            (at_ms, chain, seq)
+        });
+        let where_clause =
+            if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
+        let limit_param = texts.len() + numbers.len() + if cursor.is_some() { 3 } else { 0 } + 1;
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_log{where_clause} ORDER BY at_ms, chain, seq LIMIT ${limit_param}"
+        );
+        let mut query = sqlx::query_as::<_, AuditRow>(&sql);
+        for text in texts {
+            query = query.bind(text);
+        }
+        for number in numbers {
+            query = query.bind(number);
+        }
+        if let Some((at_ms, chain, seq)) = cursor {
+            query = query.bind(at_ms).bind(chain).bind(seq);
+        }
+        let rows = query.bind(limit).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(audit_from_row).collect())
+    }
+
+    /// Deletes records older than `before_ms` (retention); returns how many.
+    pub async fn delete_audit_before(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM audit_log WHERE at_ms < $1").bind(before_ms).execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+}
+
+fn head_from_row((chain, seq, hash, journal_generation, journal_offset): HeadRow) -> ChainHead {
+    ChainHead { chain, seq, hash, journal_generation, journal_offset }
+}
+
+fn audit_from_row((chain, seq, at_ms, record, prev_hash, hash): AuditRow) -> StoredAudit {
+    StoredAudit { chain, seq, at_ms, record, prev_hash, hash }
+}

@@ -1,0 +1,194 @@
+//! The audit log over the real binary: a record per request and admin action, a hash
+//! chain that `switchyard audit verify` checks, tampering found, and nothing lost when
+//! the gateway is killed.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::gateway::binary;
+use crate::support::{Gateway, MASTER_KEY, MockUpstream, client, error_of, get, post, send};
+
+fn chat(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "Hi"}]})
+}
+
+/// Runs `switchyard audit …` on the gateway's own config.
+fn audit_cli(gateway: &Gateway, args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(binary())
+        .arg("audit")
+        .args(args)
+        .args(["--config", "config.toml"])
+        .current_dir(gateway.dir())
+        .env_remove("SWITCHYARD_TEST_DATA_DIR")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+async fn records(gateway: &Gateway) -> Vec<Value> {
+    get(gateway, "/admin/audit?limit=1000").await.json()["data"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until the writer has moved `count` records into the database.
+async fn wait_for_records(gateway: &Gateway, count: usize) -> Vec<Value> {
+    for _ in 0..50 {
+        let found = records(gateway).await;
+        if found.len() >= count {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    records(gateway).await
+}
+
+async fn sqlite(gateway: &Gateway, statement: &str) {
+    use sqlx::ConnectOptions as _;
+    use sqlx::Connection as _;
+    let path = gateway.dir().join("data/switchyard.db");
+    let mut connection = sqlx::sqlite::SqliteConnectOptions::new().filename(path).connect().await.unwrap();
+    sqlx::query(statement).execute(&mut connection).await.unwrap();
+    connection.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn requests_and_admin_actions_are_audited_in_a_verifiable_chain() {
+    let mock = MockUpstream::start().await;
+    let gateway = Gateway::start(&mock.url);
+    let created = send(
+        client()
+            .post(format!("{}/admin/keys", gateway.url))
+            .bearer_auth(MASTER_KEY)
+            .body(json!({"name": "k"}).to_string()),
+    )
+    .await
+    .json();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let as_key = |body: Value| {
+        client()
+            .post(format!("{}/v1/chat/completions", gateway.url))
+            .bearer_auth(&key)
+            .header("x-switchyard-user", "tg-7")
+            .body(body.to_string())
+    };
+    assert_eq!(send(as_key(chat("mockai/gpt-mock"))).await.status, 200);
+    let mut streamed = chat("mockai/gpt-mock");
+    streamed["stream"] = json!(true);
+    assert_eq!(send(as_key(streamed)).await.status, 200);
+    error_of(&send(as_key(chat("mockai/fail-429"))).await, 429);
+    error_of(&post(&gateway, "/v1/chat/completions", &json!({"model": "mockai/gpt-mock"})).await, 400);
+
+    let found = wait_for_records(&gateway, 5).await;
+    assert_eq!(found.len(), 5, "{found:#?}");
+    let admin = &found[0];
+    assert_eq!((admin["kind"].as_str(), admin["action"].as_str()), (Some("admin"), Some("key.create")));
+    let ok = &found[1];
+    assert_eq!(ok["key_id"], created["id"]);
+    assert_eq!(ok["end_user"], "tg-7");
+    assert_eq!(ok["target"], "mockai/gpt-mock");
+    assert_eq!(
+        (ok["status"].as_u64(), ok["input_tokens"].as_u64(), ok["output_tokens"].as_u64()),
+        (Some(200), Some(12), Some(5))
+    );
+    assert_eq!(ok["cost_usd"].as_f64().unwrap(), (12.0 + 10.0) / 1e6);
+    assert_eq!(found[2]["outcome"], "completed", "the stream's record is written when it ends");
+    assert_eq!(found[3]["status"], 429);
+    assert_eq!(found[4]["status"], 400);
+    let all = serde_json::to_string(&found).unwrap();
+    for secret in [key.as_str(), MASTER_KEY, crate::support::UPSTREAM_KEY] {
+        assert!(!all.contains(secret), "a key reached the audit log");
+    }
+    // Filters and cursors.
+    let filtered = get(&gateway, "/admin/audit?status=429").await.json();
+    assert_eq!(filtered["data"].as_array().unwrap().len(), 1);
+    let page = get(&gateway, "/admin/audit?limit=2").await.json();
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let next = get(&gateway, &format!("/admin/audit?limit=2&cursor={cursor}")).await.json();
+    assert_eq!(next["data"][0]["id"], found[2]["id"]);
+
+    let (ok, output) = audit_cli(&gateway, &["verify"]);
+    assert!(ok && output.contains("ok: 5 records in 1 chains"), "{output}");
+    let (_, csv) = audit_cli(&gateway, &["export", "--format", "csv"]);
+    assert_eq!(csv.lines().count(), 6, "{csv}");
+
+    // Editing a row breaks its link.
+    sqlite(&gateway, "UPDATE audit_log SET record = replace(record, '\"status\":429', '\"status\":200') WHERE seq = 4")
+        .await;
+    let (ok, output) = audit_cli(&gateway, &["verify"]);
+    assert!(!ok && output.contains("record 4 was edited"), "{output}");
+}
+
+#[tokio::test]
+async fn a_deleted_record_is_found() {
+    let mock = MockUpstream::start().await;
+    let gateway = Gateway::start(&mock.url);
+    for _ in 0..3 {
+        post(&gateway, "/v1/chat/completions", &chat("mockai/gpt-mock")).await;
+    }
+    wait_for_records(&gateway, 3).await;
+    sqlite(&gateway, "DELETE FROM audit_log WHERE seq = 2").await;
+    let (ok, output) = audit_cli(&gateway, &["verify"]);
+    assert!(!ok && output.contains("records 1..3 are missing"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answered_request_is_in_the_log_after_a_kill_9() {
+    let mock = MockUpstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap().to_owned();
+    let env = [("SWITCHYARD_MASTER_KEY", MASTER_KEY), ("SWITCHYARD_TEST_DATA_DIR", data_dir.as_str())];
+    let mut gateway = Gateway::start_with(&mock.url, &env);
+
+    // Load from 20 clients; the gateway is killed while it runs.
+    let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let load = (0..20).map(|_| {
+        let (url, answered) = (gateway.url.clone(), answered.clone());
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                let request = client()
+                    .post(format!("{url}/v1/chat/completions"))
+                    .bearer_auth(MASTER_KEY)
+                    .body(chat("mockai/gpt-mock").to_string());
+                let Ok(response) = request.send().await else { break };
+                let id = response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                if response.status() == 200 && response.bytes().await.is_ok() {
+                    answered.lock().unwrap().extend(id);
+                }
+            }
+        })
+    });
+    let load: Vec<_> = load.collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    gateway.kill();
+    for task in load {
+        let _ = task.await;
+    }
+    let answered = answered.lock().unwrap().clone();
+    assert!(answered.len() > 20, "the load ran ({} answers)", answered.len());
+
+    let gateway = Gateway::start_with(&mock.url, &env);
+    let mut logged = std::collections::HashSet::new();
+    for _ in 0..50 {
+        logged.clear();
+        let mut cursor = String::new();
+        loop {
+            let page = get(&gateway, &format!("/admin/audit?limit=1000{cursor}")).await.json();
+            for record in page["data"].as_array().unwrap() {
+                logged.extend(record["request_id"].as_str().map(str::to_owned));
+            }
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => break,
+            }
+        }
+        if answered.iter().all(|id| logged.contains(id)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let missing: Vec<&String> = answered.iter().filter(|id| !logged.contains(*id)).collect();
+    assert!(missing.is_empty(), "{} of {} answered requests have no audit record", missing.len(), answered.len());
+    let (ok, output) = audit_cli(&gateway, &["verify"]);
+    assert!(ok, "{output}");
+}
