@@ -2,7 +2,7 @@
 //! JSON text and its hash links; and each chain's head (last seq and hash, and how far the
 //! writer has read that instance's journal).
 
-use super::{Store, StoreError};
+use super::{Backend, Statements, Store, StoreError, values};
 
 /// Where a chain stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,27 +81,26 @@ impl Store {
     /// or neither, so the journal offset never runs ahead of what is stored.
     pub async fn append_audit(&self, rows: &[(StoredAudit, AuditColumns)], head: &ChainHead) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin().await?;
-        for (row, columns) in rows {
-            sqlx::query(
-                "INSERT INTO audit_log (chain, seq, at_ms, record, prev_hash, hash, id, kind, key_id, team, end_user, \
-                 model, target, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-            )
-            .bind(&row.chain)
-            .bind(row.seq)
-            .bind(row.at_ms)
-            .bind(&row.record)
-            .bind(&row.prev_hash)
-            .bind(&row.hash)
-            .bind(&columns.id)
-            .bind(&columns.kind)
-            .bind(&columns.key_id)
-            .bind(&columns.team)
-            .bind(&columns.end_user)
-            .bind(&columns.model)
-            .bind(&columns.target)
-            .bind(columns.status)
-            .execute(&mut *transaction)
-            .await?;
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut query = sqlx::query(insert_statement(self.backend, chunk.len()));
+            for (row, columns) in chunk {
+                query = query
+                    .bind(&row.chain)
+                    .bind(row.seq)
+                    .bind(row.at_ms)
+                    .bind(&row.record)
+                    .bind(&row.prev_hash)
+                    .bind(&row.hash)
+                    .bind(&columns.id)
+                    .bind(&columns.kind)
+                    .bind(&columns.key_id)
+                    .bind(&columns.team)
+                    .bind(&columns.end_user)
+                    .bind(&columns.model)
+                    .bind(&columns.target)
+                    .bind(columns.status);
+            }
+            query.execute(&mut *transaction).await?;
         }
         sqlx::query(
             "INSERT INTO audit_chains (chain, seq, hash, journal_generation, journal_offset) VALUES ($1, $2, $3, $4, $5) \
@@ -213,4 +212,18 @@ fn head_from_row((chain, seq, hash, journal_generation, journal_offset): HeadRow
 
 fn audit_from_row((chain, seq, at_ms, record, prev_hash, hash): AuditRow) -> StoredAudit {
     StoredAudit { chain, seq, at_ms, record, prev_hash, hash }
+}
+
+/// Records per INSERT: 14 parameters each stays below both databases' limits.
+const ROWS_PER_STATEMENT: usize = 64;
+
+fn insert_statement(backend: Backend, rows: usize) -> &'static str {
+    static STATEMENTS: Statements = Statements::new();
+    STATEMENTS.get(backend, rows, ROWS_PER_STATEMENT, |backend, count| {
+        format!(
+            "INSERT INTO audit_log (chain, seq, at_ms, record, prev_hash, hash, id, kind, key_id, team, end_user, \
+             model, target, status) VALUES {}",
+            values(backend, count, 14)
+        )
+    })
 }

@@ -44,6 +44,43 @@ impl Backend {
     }
 }
 
+/// The `(…), (…)` of a multi-row `VALUES` for `rows` rows of `columns` columns. SQLite
+/// gets positional `?`: with numbered `$N` it looks each parameter up by name, which at
+/// hundreds of parameters per statement topped a CPU profile. PostgreSQL needs `$N`.
+fn values(backend: Backend, rows: usize, columns: usize) -> String {
+    let row = |index: usize| {
+        let params: Vec<String> = (1..=columns)
+            .map(|column| match backend {
+                Backend::Sqlite => "?".to_owned(),
+                Backend::Postgres => format!("${}", index * columns + column),
+            })
+            .collect();
+        format!("({})", params.join(", "))
+    };
+    (0..rows).map(row).collect::<Vec<_>>().join(", ")
+}
+
+/// Multi-row statements for 0..=`max_rows` rows, built once per backend by `build`.
+struct Statements {
+    sqlite: std::sync::OnceLock<Vec<String>>,
+    postgres: std::sync::OnceLock<Vec<String>>,
+}
+
+impl Statements {
+    const fn new() -> Self {
+        Statements { sqlite: std::sync::OnceLock::new(), postgres: std::sync::OnceLock::new() }
+    }
+
+    fn get(&self, backend: Backend, rows: usize, max_rows: usize, build: impl Fn(Backend, usize) -> String) -> &str {
+        let cell = match backend {
+            Backend::Sqlite => &self.sqlite,
+            Backend::Postgres => &self.postgres,
+        };
+        let statements = cell.get_or_init(|| (0..=max_rows).map(|count| build(backend, count)).collect());
+        &statements[rows.min(max_rows)]
+    }
+}
+
 /// A connection pool to the configured database.
 #[derive(Clone)]
 pub struct Store {

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::{Backend, Store, StoreError};
+use super::{Backend, Statements, Store, StoreError, values};
 
 /// One settled request's usage.
 #[derive(Debug, Clone)]
@@ -171,39 +171,19 @@ impl Store {
 /// Rows per INSERT: 9 parameters each stays far below SQLite's and PostgreSQL's limits.
 const ROWS_PER_STATEMENT: usize = 100;
 
-/// `INSERT … VALUES (…), … ON CONFLICT … DO UPDATE` adding to existing sums, for `rows`
-/// rows, built once per size and backend. SQLite gets positional `?`: with numbered `$N`
-/// it looks up every parameter by name, which showed at the top of a CPU profile.
+/// `INSERT … ON CONFLICT … DO UPDATE` adding to existing sums, for `rows` rows.
 fn upsert_statement(backend: Backend, rows: usize) -> &'static str {
-    static SQLITE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    static POSTGRES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let build = |numbered: bool| -> Vec<String> {
-        (0..=ROWS_PER_STATEMENT)
-            .map(|count| {
-                let values: Vec<String> = (0..count)
-                    .map(|row| {
-                        let params: Vec<String> = (1..=9)
-                            .map(|column| if numbered { format!("${}", row * 9 + column) } else { "?".to_owned() })
-                            .collect();
-                        format!("({})", params.join(", "))
-                    })
-                    .collect();
-                format!(
-                    "INSERT INTO usage_minutes \
-                     (minute, key_id, team, end_user, model, requests, input_tokens, output_tokens, cost_usd) \
-                     VALUES {} ON CONFLICT (minute, key_id, team, end_user, model) DO UPDATE SET \
-                     requests = usage_minutes.requests + excluded.requests, \
-                     input_tokens = usage_minutes.input_tokens + excluded.input_tokens, \
-                     output_tokens = usage_minutes.output_tokens + excluded.output_tokens, \
-                     cost_usd = usage_minutes.cost_usd + excluded.cost_usd",
-                    values.join(", ")
-                )
-            })
-            .collect()
-    };
-    let statements = match backend {
-        Backend::Sqlite => SQLITE.get_or_init(|| build(false)),
-        Backend::Postgres => POSTGRES.get_or_init(|| build(true)),
-    };
-    &statements[rows.min(ROWS_PER_STATEMENT)]
+    static STATEMENTS: Statements = Statements::new();
+    STATEMENTS.get(backend, rows, ROWS_PER_STATEMENT, |backend, count| {
+        format!(
+            "INSERT INTO usage_minutes \
+             (minute, key_id, team, end_user, model, requests, input_tokens, output_tokens, cost_usd) \
+             VALUES {} ON CONFLICT (minute, key_id, team, end_user, model) DO UPDATE SET \
+             requests = usage_minutes.requests + excluded.requests, \
+             input_tokens = usage_minutes.input_tokens + excluded.input_tokens, \
+             output_tokens = usage_minutes.output_tokens + excluded.output_tokens, \
+             cost_usd = usage_minutes.cost_usd + excluded.cost_usd",
+            values(backend, count, 9)
+        )
+    })
 }
