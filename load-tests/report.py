@@ -75,7 +75,7 @@ def main():
     lines.append(f"- Machine: {os.cpu_count()} cores, {cpu_model()}, Linux {platform.release()}")
     lines.append(f"- Placement: {args.placement}")
     lines.append(f"- switchyard: {'debug' if quick else 'release'} build, `load-tests/switchyard/config.toml`: master key auth on, JSON logs at warn, "
-                 "the OpenAI-format adapter to the mock. Policy routing on (`load-tests/switchyard/policies/bench.toml`: an alias, a rule that scans every prompt for secrets, one retry per target). Requests use a virtual key with request and token rate limits and a USD budget (in-process counters, usage rows to SQLite); audit does not exist yet.")
+                 "the OpenAI-format adapter to the mock. Policy routing on (`load-tests/switchyard/policies/bench.toml`: an alias, a rule that scans every prompt for secrets, one retry per target). Requests use a virtual key with request and token rate limits and a USD budget (in-process counters, usage sums to SQLite); the audit log is on (journal, hash-chained records in SQLite).")
     lines.append("- Load generator: `load-tests` `loadgen` (HTTP/1.1 keep-alive, one request at a time per connection; "
                  "records latency and time to the first chunk carrying content, not the role-only opening chunk; counts every non-2xx).")
     lines.append("- Mock upstream: `load-tests` `mock-upstream`, zero delay, prebuilt bodies; 20 content chunks per stream.")
