@@ -27,15 +27,10 @@ pub async fn list(
     let bad = |message: String| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", None, None, message).into_response()
     };
-    let mut millis = [None, None];
-    for (slot, name) in millis.iter_mut().zip(["since", "until"]) {
-        if let Some(raw) = query.get(name) {
-            match super::usage::parse_time(raw) {
-                Some(seconds) => *slot = Some(seconds * 1000),
-                None => return bad(format!("{name} is Unix seconds or an RFC 3339 time, not {raw:?}")),
-            }
-        }
-    }
+    let [since, until] = match super::usage::period(&query) {
+        Ok(times) => times.map(|time| time.map(|seconds| seconds * 1000)),
+        Err(message) => return bad(message),
+    };
     let status = match query.get("status").map(|s| s.parse::<i64>()) {
         None => None,
         Some(Ok(status)) => Some(status),
@@ -56,8 +51,8 @@ pub async fn list(
         model: query.get("model").cloned(),
         provider: query.get("provider").cloned(),
         status,
-        since_ms: millis[0],
-        until_ms: millis[1],
+        since_ms: since,
+        until_ms: until,
     };
     match gateway.store.audit_query(&filter, cursor, limit).await {
         Ok(rows) => {

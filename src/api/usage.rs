@@ -34,15 +34,10 @@ pub async fn admin_usage(
             None => return bad(format!("group_by is key, team, end_user or model, not {name:?}")),
         },
     };
-    let mut times = [None, None];
-    for (slot, name) in times.iter_mut().zip(["since", "until"]) {
-        if let Some(raw) = query.get(name) {
-            match parse_time(raw) {
-                Some(at) => *slot = Some(at),
-                None => return bad(format!("{name} is Unix seconds or an RFC 3339 time, not {raw:?}")),
-            }
-        }
-    }
+    let times = match period(&query) {
+        Ok(times) => times,
+        Err(message) => return bad(message),
+    };
     let filter = UsageFilter {
         key_id: query.get("key").cloned(),
         team: query.get("team").cloned(),
@@ -57,8 +52,21 @@ pub async fn admin_usage(
     }
 }
 
+/// The `since` and `until` query parameters as Unix seconds.
+pub(super) fn period(query: &HashMap<String, String>) -> Result<[Option<i64>; 2], String> {
+    let mut times = [None, None];
+    for (slot, name) in times.iter_mut().zip(["since", "until"]) {
+        if let Some(raw) = query.get(name) {
+            *slot = Some(
+                parse_time(raw).ok_or_else(|| format!("{name} is Unix seconds or an RFC 3339 time, not {raw:?}"))?,
+            );
+        }
+    }
+    Ok(times)
+}
+
 /// Unix seconds from `1767225600` or `2026-01-01T00:00:00Z`.
-pub(super) fn parse_time(raw: &str) -> Option<i64> {
+fn parse_time(raw: &str) -> Option<i64> {
     raw.parse::<i64>().ok().or_else(|| raw.parse::<jiff::Timestamp>().ok().map(|t| t.as_second()))
 }
 
