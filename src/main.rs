@@ -160,6 +160,35 @@ fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
     }
 }
 
+/// Runs `task` on the configured database (for the CLI's `keys` and `audit`), printing
+/// its error and exiting 1 if it fails.
+fn with_store<Task, Done>(config_path: Option<PathBuf>, task: Task) -> ExitCode
+where
+    Task: FnOnce(Store) -> Done,
+    Done: std::future::Future<Output = Result<(), String>>,
+{
+    let loaded = match config::load(config_path.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(problems) => {
+            eprintln!("{problems}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+    let storage = loaded.config.storage;
+    let result = runtime.block_on(async {
+        let store = Store::open(&storage.database_url, &storage.data_dir).await.map_err(|e| e.to_string())?;
+        task(store).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("switchyard: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn runtime() -> Option<tokio::runtime::Runtime> {
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => Some(runtime),
@@ -171,17 +200,7 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 }
 
 fn audit(config_path: Option<PathBuf>, action: AuditAction) -> ExitCode {
-    let loaded = match config::load(config_path.as_deref()) {
-        Ok(loaded) => loaded,
-        Err(problems) => {
-            eprintln!("{problems}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
-    let storage = loaded.config.storage;
-    let result: Result<(), String> = runtime.block_on(async {
-        let store = Store::open(&storage.database_url, &storage.data_dir).await.map_err(|e| e.to_string())?;
+    with_store(config_path, |store| async move {
         match action {
             AuditAction::Verify => {
                 let verified = switchyard::audit::verify::verify(&store).await.map_err(|e| e.to_string())?;
@@ -213,14 +232,7 @@ fn audit(config_path: Option<PathBuf>, action: AuditAction) -> ExitCode {
             }
         }
         Ok(())
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("switchyard: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 const CSV_COLUMNS: &[&str] = &[
@@ -266,17 +278,7 @@ fn csv_line(record: &str) -> String {
 }
 
 fn keys(config_path: Option<PathBuf>, action: KeysAction) -> ExitCode {
-    let loaded = match config::load(config_path.as_deref()) {
-        Ok(loaded) => loaded,
-        Err(problems) => {
-            eprintln!("{problems}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
-    let storage = loaded.config.storage;
-    let result: Result<(), String> = runtime.block_on(async {
-        let store = Store::open(&storage.database_url, &storage.data_dir).await.map_err(|e| e.to_string())?;
+    with_store(config_path, |store| async move {
         let keys = KeyCache::new(store.clone());
         match action {
             KeysAction::Create { name, team, policy, expires } => {
@@ -309,14 +311,7 @@ fn keys(config_path: Option<PathBuf>, action: KeysAction) -> ExitCode {
             },
         }
         Ok(())
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("switchyard: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 fn check(config_path: Option<PathBuf>) -> ExitCode {

@@ -122,8 +122,7 @@ pub async fn put_policy(
     RequestBody(body): RequestBody,
 ) -> Response {
     let Ok(text) = String::from_utf8(body.to_vec()) else {
-        return ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", None, None, "the policy must be UTF-8")
-            .into_response();
+        return ApiError::bad_request("the policy must be UTF-8").into_response();
     };
     let result = gateway.policies.put(&gateway.router, &gateway.registry, &name, text, "master key").await;
     if result.is_err() {

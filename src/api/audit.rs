@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -24,9 +23,7 @@ pub async fn list(
     _: Admin,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let bad = |message: String| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", None, None, message).into_response()
-    };
+    let bad = |message: String| ApiError::bad_request(message).into_response();
     let [since, until] = match super::usage::period(&query) {
         Ok(times) => times.map(|time| time.map(|seconds| seconds * 1000)),
         Err(message) => return bad(message),

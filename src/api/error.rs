@@ -38,6 +38,11 @@ impl ApiError {
         self
     }
 
+    /// 400 with no particular field or code: a malformed admin query or body.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", None, None, message)
+    }
+
     pub fn not_found_route(path: &str) -> Self {
         ApiError::new(
             StatusCode::NOT_FOUND,

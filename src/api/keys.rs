@@ -49,7 +49,7 @@ impl From<KeyRecord> for KeyView {
 }
 
 fn bad_request(message: impl Into<String>) -> Response {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", None, None, message).into_response()
+    ApiError::bad_request(message).into_response()
 }
 
 fn not_found(id: &str) -> Response {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -24,9 +23,7 @@ pub async fn admin_usage(
     _: Admin,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let bad = |message: String| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", None, None, message).into_response()
-    };
+    let bad = |message: String| ApiError::bad_request(message).into_response();
     let group = match query.get("group_by") {
         None => None,
         Some(name) => match UsageGroup::parse(name) {

@@ -2,6 +2,7 @@
 //! JSON text and its hash links; and each chain's head (last seq and hash, and how far the
 //! writer has read that instance's journal).
 
+use super::filter::Where;
 use super::{Backend, Statements, Store, StoreError, values};
 
 /// Where a chain stands.
@@ -143,59 +144,30 @@ impl Store {
         after: Option<(i64, String, i64)>,
         limit: i64,
     ) -> Result<Vec<StoredAudit>, StoreError> {
-        let mut conditions = Vec::new();
-        let mut texts: Vec<String> = Vec::new();
-        for (column, value) in [
-            ("key_id", &filter.key_id),
-            ("team", &filter.team),
-            ("end_user", &filter.end_user),
-            ("model", &filter.model),
-        ] {
-            if let Some(value) = value {
-                texts.push(value.clone());
-                conditions.push(format!("{column} = ${}", texts.len()));
-            }
-        }
+        let mut filters = Where::default();
+        filters.equals("key_id", filter.key_id.as_deref());
+        filters.equals("team", filter.team.as_deref());
+        filters.equals("end_user", filter.end_user.as_deref());
+        filters.equals("model", filter.model.as_deref());
         if let Some(provider) = &filter.provider {
-            texts.push(format!("{provider}/%"));
-            conditions.push(format!("target LIKE ${}", texts.len()));
+            let pattern = filters.text(format!("{provider}/%"));
+            filters.condition(format!("target LIKE {pattern}"));
         }
-        let mut numbers: Vec<i64> = Vec::new();
-        for (comparison, value) in
-            [("status =", filter.status), ("at_ms >=", filter.since_ms), ("at_ms <", filter.until_ms)]
-        {
-            if let Some(value) = value {
-                numbers.push(value);
-                conditions.push(format!("{comparison} ${}", texts.len() + numbers.len()));
-            }
-        }
-        let cursor = after.map(|(at_ms, chain, seq)| {
-            let base = texts.len() + numbers.len();
-            conditions.push(format!(
-                "(at_ms > ${a} OR (at_ms = ${a} AND (chain > ${c} OR (chain = ${c} AND seq > ${s}))))",
-                a = base + 1,
-                c = base + 2,
-                s = base + 3
+        filters.compare("status =", filter.status);
+        filters.compare("at_ms >=", filter.since_ms);
+        filters.compare("at_ms <", filter.until_ms);
+        if let Some((at_ms, chain, seq)) = after {
+            let (at, chain, seq) = (filters.number(at_ms), filters.text(chain), filters.number(seq));
+            filters.condition(format!(
+                "(at_ms > {at} OR (at_ms = {at} AND (chain > {chain} OR (chain = {chain} AND seq > {seq}))))"
             ));
-            (at_ms, chain, seq)
-        });
-        let where_clause =
-            if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
-        let limit_param = texts.len() + numbers.len() + if cursor.is_some() { 3 } else { 0 } + 1;
+        }
+        let limit = filters.number(limit);
         let sql = format!(
-            "SELECT {AUDIT_COLUMNS} FROM audit_log{where_clause} ORDER BY at_ms, chain, seq LIMIT ${limit_param}"
+            "SELECT {AUDIT_COLUMNS} FROM audit_log{} ORDER BY at_ms, chain, seq LIMIT {limit}",
+            filters.clause()
         );
-        let mut query = sqlx::query_as::<_, AuditRow>(&sql);
-        for text in texts {
-            query = query.bind(text);
-        }
-        for number in numbers {
-            query = query.bind(number);
-        }
-        if let Some((at_ms, chain, seq)) = cursor {
-            query = query.bind(at_ms).bind(chain).bind(seq);
-        }
-        let rows = query.bind(limit).fetch_all(&self.pool).await?;
+        let rows = filters.bind(sqlx::query_as::<_, AuditRow>(&sql)).fetch_all(&self.pool).await?;
         Ok(rows.into_iter().map(audit_from_row).collect())
     }
 

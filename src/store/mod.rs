@@ -3,6 +3,7 @@
 //! sqlx's `Any` driver, so they behave the same; the schema is applied on start.
 
 mod audit;
+mod filter;
 mod keys;
 mod schema;
 mod usage;

@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use super::filter::Where;
 use super::{Backend, Statements, Store, StoreError, values};
 
 /// One settled request's usage.
@@ -115,30 +116,16 @@ impl Store {
 
     /// Totals of the matching rows, grouped or not.
     pub async fn usage(&self, filter: &UsageFilter, group: Option<UsageGroup>) -> Result<Vec<UsageTotal>, StoreError> {
-        let mut conditions = Vec::new();
-        let mut texts: Vec<&str> = Vec::new();
-        for (column, value) in [
-            ("key_id", &filter.key_id),
-            ("team", &filter.team),
-            ("end_user", &filter.end_user),
-            ("model", &filter.model),
-        ] {
-            // Absent parts are stored as ''.
-            if let Some(value) = value {
-                texts.push(value);
-                conditions.push(format!("{column} = ${}", texts.len()));
-            }
-        }
-        let mut numbers = Vec::new();
+        let mut filters = Where::default();
+        // Absent parts are stored as '', so a filter on them never matches a real value.
+        filters.equals("key_id", filter.key_id.as_deref());
+        filters.equals("team", filter.team.as_deref());
+        filters.equals("end_user", filter.end_user.as_deref());
+        filters.equals("model", filter.model.as_deref());
         let minute = |at: i64| at.div_euclid(60) * 60;
-        for (comparison, value) in [("minute >=", filter.since.map(minute)), ("minute <", filter.until.map(minute))] {
-            if let Some(value) = value {
-                numbers.push(value);
-                conditions.push(format!("{comparison} ${}", texts.len() + numbers.len()));
-            }
-        }
-        let where_clause =
-            if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
+        filters.compare("minute >=", filter.since.map(minute));
+        filters.compare("minute <", filter.until.map(minute));
+        let where_clause = filters.clause();
         let (select_group, group_by) = match group {
             Some(group) => (group.column(), format!(" GROUP BY {0} ORDER BY {0}", group.column())),
             None => ("NULL", String::new()),
@@ -147,14 +134,7 @@ impl Store {
             "SELECT {select_group}, CAST(COALESCE(SUM(requests), 0) AS BIGINT), CAST(SUM(input_tokens) AS BIGINT), \
              CAST(SUM(output_tokens) AS BIGINT), SUM(cost_usd) FROM usage_minutes{where_clause}{group_by}"
         );
-        let mut query = sqlx::query_as::<_, TotalRow>(&sql);
-        for text in texts {
-            query = query.bind(text);
-        }
-        for number in numbers {
-            query = query.bind(number);
-        }
-        let rows = query.fetch_all(&self.pool).await?;
+        let rows = filters.bind(sqlx::query_as::<_, TotalRow>(&sql)).fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
             .map(|(group, requests, input, output, cost)| UsageTotal {

@@ -193,7 +193,7 @@ pub fn digest(files: &[DataFile]) -> String {
         hasher.update(file.text.as_bytes());
         hasher.update([0]);
     }
-    hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect()
+    crate::keys::hex(&hasher.finalize())
 }
 
 /// Compiles every policy file together (aliases may be used across files). Returns every
