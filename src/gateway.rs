@@ -13,6 +13,9 @@ use crate::routing::policy;
 use crate::routing::reload::PolicyStore;
 use crate::routing::{BudgetView, Router};
 use crate::store::{Store, StoreError, UsageWriter};
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::otlp::Exporter;
+use crate::telemetry::trace::Tracer;
 
 pub struct Gateway {
     pub config: Config,
@@ -27,6 +30,8 @@ pub struct Gateway {
     pub limiter: Arc<Limiter>,
     pub failed_auth: FailedAuthGuard,
     pub audit: Arc<Auditor>,
+    pub metrics: Arc<Metrics>,
+    pub tracer: Tracer,
     /// Unix seconds at start; the `created` of models in `/v1/models`.
     pub started_at: u64,
 }
@@ -41,6 +46,8 @@ pub enum StartError {
     Limits(#[from] crate::limits::counters::CounterError),
     #[error("{0}")]
     Audit(#[from] crate::audit::JournalError),
+    #[error("{0}")]
+    Telemetry(String),
 }
 
 /// The provider registry and the policies compiled against it: everything `check`
@@ -60,10 +67,14 @@ impl Gateway {
         let store = Store::open(&config.storage.database_url, &config.storage.data_dir).await?;
         let limiter = Arc::new(Limiter::new(&config.limits, store.clone())?);
         let (registry, router) = compile_routing(&loaded, limiter.clone()).map_err(StartError::Config)?;
-        let audit =
-            Arc::new(Auditor::start(store.clone(), &config.storage.data_dir.join("audit"), config.audit_retention)?);
+        let audit = Arc::new(Auditor::start(store.clone(), &config.storage.data_dir, &config.audit)?);
+        let metrics = Arc::new(Metrics::new());
+        let exporter = Exporter::start(&config.telemetry, metrics.clone()).map_err(StartError::Telemetry)?;
+        let tracer = Tracer::new(exporter, config.telemetry.sample_ratio);
         let config = loaded.config;
         Ok(Gateway {
+            metrics,
+            tracer,
             registry,
             router: Arc::new(router),
             policies: Arc::new(PolicyStore::new(loaded.policies_dir, audit.clone())),

@@ -140,7 +140,7 @@ fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    switchyard::telemetry::init(&loaded.config.log);
+    switchyard::telemetry::logs::init(&loaded.config.log);
     let listen = listen.unwrap_or(loaded.config.listen);
     let Some(runtime) = runtime() else { return ExitCode::FAILURE };
     let result = runtime.block_on(async {

@@ -51,6 +51,7 @@ pub async fn serve(gateway: Arc<Gateway>, listen: SocketAddr) -> Result<(), Serv
     });
     let usage = gateway.usage.clone();
     let audit = gateway.audit.clone();
+    let tracer = gateway.tracer.clone();
     let app = api::router(gateway).into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
@@ -68,6 +69,7 @@ pub async fn serve(gateway: Arc<Gateway>, listen: SocketAddr) -> Result<(), Serv
     policy_watcher.abort();
     usage.flush_and_stop().await;
     audit.flush_and_stop().await;
+    tracer.flush().await;
     Ok(())
 }
 

@@ -11,7 +11,6 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::openai::RequestBody;
-use crate::audit::AuditRecord;
 use crate::auth::AuthError;
 use crate::gateway::Gateway;
 use crate::pipeline::{self, RequestContext};
@@ -30,7 +29,7 @@ pub struct Admin {
 impl Admin {
     /// Journals an admin action (`key.create`, …) on `subject` with its outcome.
     pub fn audit(&self, gateway: &Gateway, action: &str, subject: &str, status: StatusCode) {
-        let mut record = AuditRecord::begin("admin", action, &self.request_id, self.client_ip);
+        let Some(mut record) = gateway.audit.begin("admin", action, &self.request_id, self.client_ip) else { return };
         record.admin = true;
         record.action = Some(action.to_owned());
         record.subject = Some(subject.to_owned());

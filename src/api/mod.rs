@@ -6,6 +6,7 @@ mod edge;
 mod error;
 mod health;
 mod keys;
+mod metrics;
 mod openai;
 mod usage;
 
@@ -37,11 +38,12 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/admin/route/explain", post(admin::explain_route))
         .route("/admin/policies", get(admin::get_policies))
         .route("/admin/policies/{name}", put(admin::put_policy))
+        .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(|request: Request| async move { ApiError::not_found_route(request.uri().path()) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn(edge::edge))
+        .layer(middleware::from_fn_with_state(gateway.clone(), edge::edge))
         .with_state(gateway)
 }

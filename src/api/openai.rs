@@ -16,52 +16,71 @@ use futures_util::stream;
 use super::edge::RequestId;
 use super::error::{ApiError, stream_error_frame};
 use crate::audit::AuditRecord;
-use crate::auth::Principal;
+use crate::auth::{AuthError, Principal};
 use crate::gateway::Gateway;
+use crate::limits::LimitError;
 use crate::pipeline::{self, ChatOutput, FrameStream, PipelineError, RequestContext, RouteReport};
 use crate::protocol::models::{Model, ModelList};
 use crate::routing::glob::Glob;
+use crate::telemetry::trace::{RequestTrace, TraceParent};
 
 pub async fn chat_completions(
     State(gateway): State<Arc<Gateway>>,
-    context: RequestContext,
+    mut context: RequestContext,
     RequestBody(body): RequestBody,
 ) -> Response {
-    let mut audit = Some(AuditRecord::begin("chat", "/v1/chat/completions", &context.request_id, context.client_ip));
+    context.trace = gateway.tracer.request("chat", context.traceparent);
+    let mut audit = gateway.audit.begin("chat", "/v1/chat/completions", &context.request_id, context.client_ip);
     match pipeline::chat(&gateway, &context, &body, &mut audit).await {
         Ok((ChatOutput::Complete(body), route)) => with_route(json(body), &route),
         Ok((ChatOutput::Stream(frames), route)) => with_route(event_stream(frames), &route),
-        Err(error) => refused(&gateway, audit, error),
+        Err(error) => refused(&gateway, &context, audit, error),
     }
 }
 
 pub async fn embeddings(
     State(gateway): State<Arc<Gateway>>,
-    context: RequestContext,
+    mut context: RequestContext,
     RequestBody(body): RequestBody,
 ) -> Response {
-    let mut audit = Some(AuditRecord::begin("embeddings", "/v1/embeddings", &context.request_id, context.client_ip));
+    context.trace = gateway.tracer.request("embeddings", context.traceparent);
+    let mut audit = gateway.audit.begin("embeddings", "/v1/embeddings", &context.request_id, context.client_ip);
     match pipeline::embeddings(&gateway, &context, &body, &mut audit).await {
         Ok((body, route)) => with_route(json(body), &route),
-        Err(error) => refused(&gateway, audit, error),
+        Err(error) => refused(&gateway, &context, audit, error),
     }
 }
 
-/// A request that ended in an error before any answer: its audit record, then the error.
-fn refused(gateway: &Gateway, audit: Option<AuditRecord>, error: PipelineError) -> Response {
-    if let Some(mut record) = audit {
-        if let PipelineError::Upstream { route, .. } = &error {
-            record.target = Some(route.target.clone());
-            record.attempts = route.attempts;
-        }
-        record.error = Some(error.to_string());
-        record.outcome = Some("failed".into());
-        let api_error = ApiError::from(error);
-        record.status = api_error.status.as_u16();
-        gateway.audit.record(&record);
-        return api_error.into_response();
+/// A request that ended in an error before any answer: its audit record, metrics and
+/// trace status, then the error.
+fn refused(gateway: &Gateway, context: &RequestContext, audit: Option<AuditRecord>, error: PipelineError) -> Response {
+    match &error {
+        PipelineError::Auth(AuthError::Forbidden(_) | AuthError::Unavailable(_)) => {}
+        PipelineError::Auth(_) => gateway.metrics.auth_failed(),
+        PipelineError::Limit(LimitError::RateLimited { .. }) => gateway.metrics.rate_limited("rate"),
+        PipelineError::Limit(LimitError::BudgetExhausted { .. }) => gateway.metrics.rate_limited("budget"),
+        PipelineError::Limit(LimitError::Unavailable) => gateway.metrics.rate_limited("unavailable"),
+        _ => {}
     }
-    ApiError::from(error).into_response()
+    let message = error.to_string();
+    let (target, attempts) = match &error {
+        PipelineError::Upstream { route, .. } => (Some(route.target.clone()), route.attempts),
+        _ => (None, 0),
+    };
+    let api_error = ApiError::from(error);
+    let status = api_error.status.as_u16();
+    context.trace.set("http.response.status_code", status);
+    context.trace.set("error.type", status.to_string());
+    context.trace.fail(&message);
+    if let Some(mut record) = audit {
+        record.target = target;
+        record.attempts = attempts;
+        record.error = Some(message);
+        record.outcome = Some("failed".into());
+        record.status = status;
+        gateway.audit.record(&record);
+    }
+    api_error.into_response()
 }
 
 pub async fn list_models(State(gateway): State<Arc<Gateway>>, context: RequestContext) -> Response {
@@ -168,6 +187,8 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             authorization: header(header::AUTHORIZATION.as_str()),
             end_user: header("x-switchyard-user"),
             tags: header("x-switchyard-tags"),
+            traceparent: header("traceparent").as_deref().and_then(TraceParent::parse),
+            trace: RequestTrace::default(),
         })
     }
 }

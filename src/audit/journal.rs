@@ -9,6 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use super::AuditRecord;
@@ -19,6 +20,8 @@ const ROTATE_AT: u64 = 64 * 1024 * 1024;
 pub struct Journal {
     dir: PathBuf,
     active: Mutex<Active>,
+    /// Records appended by this process.
+    pub appended: AtomicU64,
     /// This instance's chain id, kept in `<dir>/instance` across restarts.
     pub chain: String,
 }
@@ -68,7 +71,12 @@ impl Journal {
                 size += 1;
             }
         }
-        Ok(Journal { dir: dir.to_owned(), active: Mutex::new(Active { generation, file, size }), chain })
+        Ok(Journal {
+            dir: dir.to_owned(),
+            active: Mutex::new(Active { generation, file, size }),
+            appended: AtomicU64::new(0),
+            chain,
+        })
     }
 
     /// Appends a record: one `write` of one line, so it reaches the OS before the caller
@@ -86,7 +94,20 @@ impl Journal {
         let path = file_path(&self.dir, active.generation);
         active.file.write_all(&line).map_err(io_error(&path))?;
         active.size += line.len() as u64;
+        drop(active);
+        self.appended.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Bytes journaled after `offset` of `generation`: records not yet in the database.
+    pub fn pending_bytes(&self, generation: u64, offset: u64) -> u64 {
+        let Ok(found) = generations(&self.dir) else { return 0 };
+        let total: u64 = found
+            .into_iter()
+            .filter(|g| *g >= generation)
+            .filter_map(|g| std::fs::metadata(file_path(&self.dir, g)).ok().map(|m| m.len()))
+            .sum();
+        total.saturating_sub(offset)
     }
 
     /// Complete lines of generation `generation` from byte `offset`, at most `limit` bytes;

@@ -15,19 +15,20 @@ pub mod verify;
 mod writer;
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
 pub use journal::{Journal, JournalError};
-pub use record::{AuditRecord, GENESIS, chain_hash};
+pub use record::{AuditRecord, ContentCapture, FailedAttempt, GENESIS, chain_hash};
 
+use crate::config::AuditConfig;
 use crate::store::Store;
 
 impl AuditRecord {
     /// A record for a request that has just arrived; the pipeline fills in the rest.
-    pub fn begin(kind: &str, endpoint: &str, request_id: &str, client_ip: Option<std::net::IpAddr>) -> AuditRecord {
+    pub fn new(kind: &str, endpoint: &str, request_id: &str, client_ip: Option<std::net::IpAddr>) -> AuditRecord {
         AuditRecord {
             id: crate::protocol::random_id("aud_"),
             at_ms: jiff::Timestamp::now().as_millisecond(),
@@ -50,24 +51,62 @@ impl AuditRecord {
 }
 
 pub struct Auditor {
+    enabled: bool,
+    /// Content capture for callers whose key and team do not set it.
+    pub content: ContentCapture,
     journal: Arc<Journal>,
     signals: Arc<writer::Signals>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// The audit log's backlog, for `/metrics`.
+pub struct AuditStats {
+    /// Records journaled by this process.
+    pub journaled: u64,
+    /// Records written to the database by this process (earlier backlog included).
+    pub stored: u64,
+    /// Journal bytes waiting for the database: grows while it is unreachable.
+    pub pending_bytes: u64,
+    pub store_down: bool,
+}
+
 impl Auditor {
-    /// Opens the journal under `dir` and starts the writer. `retention`: records older
-    /// than this are deleted from the database (`None`: kept forever).
-    pub fn start(store: Store, dir: &Path, retention: Option<Duration>) -> Result<Auditor, JournalError> {
-        let journal = Arc::new(Journal::open(dir)?);
+    /// Opens the journal under `<data_dir>/audit` and starts the writer. A disabled audit
+    /// log still writes out what an earlier run left in the journal.
+    pub fn start(store: Store, data_dir: &Path, config: &AuditConfig) -> Result<Auditor, JournalError> {
+        let journal = Arc::new(Journal::open(&data_dir.join("audit"))?);
         let signals = Arc::new(writer::Signals::default());
-        let task = tokio::spawn(writer::run(store, journal.clone(), signals.clone(), retention));
-        Ok(Auditor { journal, signals, task: Mutex::new(Some(task)) })
+        let task = tokio::spawn(writer::run(store, journal.clone(), signals.clone(), config.retention));
+        Ok(Auditor { enabled: config.enabled, content: config.content, journal, signals, task: Mutex::new(Some(task)) })
+    }
+
+    /// A new record, or `None` when the audit log is off.
+    pub fn begin(
+        &self,
+        kind: &str,
+        endpoint: &str,
+        request_id: &str,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> Option<AuditRecord> {
+        self.enabled.then(|| AuditRecord::new(kind, endpoint, request_id, client_ip))
+    }
+
+    pub fn stats(&self) -> AuditStats {
+        let (generation, offset) = *self.signals.position.lock().unwrap_or_else(PoisonError::into_inner);
+        AuditStats {
+            journaled: self.journal.appended.load(Ordering::Relaxed),
+            stored: self.signals.stored.load(Ordering::Relaxed),
+            pending_bytes: self.journal.pending_bytes(generation, offset),
+            store_down: self.signals.store_down.load(Ordering::Relaxed),
+        }
     }
 
     /// Journals a record. A journal that cannot be written (a full disk) is an error in
     /// the log with the record itself, so it can still be recovered from there.
     pub fn record(&self, record: &AuditRecord) {
+        if !self.enabled {
+            return;
+        }
         // The writer is not woken per record: it reads the journal every 200 ms, in
         // batches (a wake-up per request cost a fifth of the CPU in context switches).
         match self.journal.append(record) {
@@ -82,7 +121,7 @@ impl Auditor {
     /// Writes everything journaled to the database (waiting a few seconds for it if it
     /// is down; what is left stays in the journal for the next start), then stops.
     pub async fn flush_and_stop(&self) {
-        self.signals.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.signals.stopping.store(true, Ordering::SeqCst);
         self.signals.wake.notify_one();
         let task = self.task.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(task) = task {

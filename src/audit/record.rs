@@ -6,8 +6,27 @@ use sha2::{Digest, Sha256};
 /// The hash before a chain's first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Who did what, through which route, with what result. Never a key, never a PII value;
-/// prompt and response content are not recorded.
+/// Whether audit records carry prompt and response content.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentCapture {
+    #[default]
+    Off,
+    /// PII replaced by class placeholders (`[EMAIL_1]`), as the `redact` privacy rule does.
+    Redacted,
+    Full,
+}
+
+/// An upstream call that failed before the one that answered (or before giving up).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FailedAttempt {
+    /// `provider/model`.
+    pub target: String,
+    pub error: String,
+}
+
+/// Who did what, through which route, with what result. Never a key, never a PII value
+/// (unless content capture is `full` for the key or team).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
     pub id: String,
@@ -38,15 +57,28 @@ pub struct AuditRecord {
     pub target: Option<String>,
     #[serde(default)]
     pub attempts: u32,
+    /// Every attempt that failed, in order, with its error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_attempts: Vec<FailedAttempt>,
     pub status: u16,
+    /// Until the whole answer was sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
+    /// Until the upstream's answer (for a stream: its first content) arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttfb_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_tokens: Option<u64>,
+    /// The upstream reported no usage: the tokens were counted by the gateway.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub usage_estimated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
+    /// Tools the model called in its answer, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
     /// Classes only, never values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pii_classes: Vec<String>,
@@ -60,6 +92,12 @@ pub struct AuditRecord {
     pub action: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// With content capture on: the request's messages (or embedding input)…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<serde_json::Value>,
+    /// …and the answer's text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
 }
 
 /// SHA-256 over the previous hash and the record's stored JSON text, in hex.

@@ -1,7 +1,8 @@
 //! Moves journaled records into the database, chained, in batches.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -19,6 +20,12 @@ const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(5);
 pub struct Signals {
     pub wake: Notify,
     pub stopping: AtomicBool,
+    /// Records written to the database by this process.
+    pub stored: AtomicU64,
+    /// Where the writer is in the journal: generation and byte offset.
+    pub position: Mutex<(u64, u64)>,
+    /// Whether the last write to the database failed.
+    pub store_down: AtomicBool,
 }
 
 pub async fn run(store: Store, journal: Arc<Journal>, signals: Arc<Signals>, retention: Option<Duration>) {
@@ -31,8 +38,15 @@ pub async fn run(store: Store, journal: Arc<Journal>, signals: Arc<Signals>, ret
         if stopping && stop_deadline.is_none() {
             stop_deadline = Some(Instant::now() + SHUTDOWN_PATIENCE);
         }
-        match step(&store, &journal, &mut head).await {
-            Ok(Progress::Wrote) => {
+        let result = step(&store, &journal, &mut head).await;
+        signals.store_down.store(result.is_err(), Ordering::Relaxed);
+        if let Some(head) = &head {
+            let position = (head.journal_generation as u64, head.journal_offset as u64);
+            *signals.position.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = position;
+        }
+        match result {
+            Ok(Progress::Wrote(records)) => {
+                signals.stored.fetch_add(records, Ordering::Relaxed);
                 failures = 0;
                 continue;
             }
@@ -77,7 +91,8 @@ pub async fn run(store: Store, journal: Arc<Journal>, signals: Arc<Signals>, ret
 }
 
 enum Progress {
-    Wrote,
+    /// This many records (none when moving to the next journal file).
+    Wrote(u64),
     CaughtUp,
 }
 
@@ -109,7 +124,7 @@ async fn step(store: &Store, journal: &Journal, head: &mut Option<ChainHead>) ->
         store.append_audit(&[], &next).await.map_err(|e| e.to_string())?;
         journal.remove(generation);
         *head = Some(next);
-        return Ok(Progress::Wrote);
+        return Ok(Progress::Wrote(0));
     }
     let mut next = current.clone();
     let mut rows = Vec::with_capacity(lines.len());
@@ -147,5 +162,5 @@ async fn step(store: &Store, journal: &Journal, head: &mut Option<ChainHead>) ->
     next.journal_offset = offset as i64;
     store.append_audit(&rows, &next).await.map_err(|e| e.to_string())?;
     *head = Some(next);
-    Ok(Progress::Wrote)
+    Ok(Progress::Wrote(rows.len() as u64))
 }

@@ -15,6 +15,7 @@ use toml::Spanned;
 pub use diagnostics::{Problem, Problems};
 pub use interpolate::EnvString;
 
+use crate::audit::ContentCapture;
 use crate::limits::{LimitsConfig, RedisFailure};
 use crate::providers::catalog::{self, ProviderSpec};
 use crate::routing::policy::file::PolicyFile;
@@ -50,8 +51,35 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Failed authentications allowed per client address and minute.
     pub failed_auth_per_minute: u64,
-    /// Audit records older than this are deleted; `None`: kept forever.
-    pub audit_retention: Option<Duration>,
+    pub audit: AuditConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// The audit log's settings.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// Off: no records are written (benchmarks, throwaway development gateways).
+    pub enabled: bool,
+    /// Records older than this are deleted; `None`: kept forever.
+    pub retention: Option<Duration>,
+    /// Prompt and response content in records, unless a key or its team says otherwise.
+    pub content: ContentCapture,
+}
+
+/// Traces and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP base URL (`http://collector:4318`); `None`: no traces are exported.
+    pub otlp_endpoint: Option<String>,
+    /// Extra headers for the collector (`authorization`, `x-honeycomb-team`, …).
+    pub otlp_headers: Vec<(String, String)>,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Share of new traces (those without a sampled parent) that are exported, 0 to 1.
+    pub sample_ratio: f64,
+    /// `/metrics` without the master key. Metrics name key ids and spend, so this is for
+    /// scrapers on a private network only.
+    pub metrics_public: bool,
 }
 
 /// Where durable state lives.
@@ -208,13 +236,45 @@ struct ConfigFile {
     limits: LimitsSection,
     #[serde(default)]
     audit: AuditSection,
+    #[serde(default)]
+    telemetry: TelemetrySection,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct AuditSection {
+    enabled: bool,
     /// 0: keep forever.
     retention_days: u64,
+    content: ContentCapture,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection { enabled: true, retention_days: 0, content: ContentCapture::Off }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct TelemetrySection {
+    otlp_endpoint: EnvString,
+    otlp_headers: std::collections::BTreeMap<String, EnvString>,
+    service_name: EnvString,
+    sample_ratio: f64,
+    metrics_public: bool,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        TelemetrySection {
+            otlp_endpoint: EnvString::from(String::new()),
+            otlp_headers: Default::default(),
+            service_name: EnvString::from("switchyard".to_owned()),
+            sample_ratio: 1.0,
+            metrics_public: false,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -379,8 +439,22 @@ impl ConfigFile {
                 on_redis_failure,
             },
             failed_auth_per_minute: self.limits.failed_auth_per_ip_per_minute,
-            audit_retention: (self.audit.retention_days > 0)
-                .then(|| Duration::from_secs(self.audit.retention_days * 24 * 3600)),
+            audit: AuditConfig {
+                enabled: self.audit.enabled,
+                retention: (self.audit.retention_days > 0)
+                    .then(|| Duration::from_secs(self.audit.retention_days * 24 * 3600)),
+                content: self.audit.content,
+            },
+            telemetry: TelemetryConfig {
+                otlp_endpoint: Some(self.telemetry.otlp_endpoint.trim().trim_end_matches('/').to_owned())
+                    .filter(|url| !url.is_empty()),
+                otlp_headers: (self.telemetry.otlp_headers.iter())
+                    .map(|(name, value)| (name.clone(), value.to_string()))
+                    .collect(),
+                service_name: self.telemetry.service_name.to_string(),
+                sample_ratio: self.telemetry.sample_ratio.clamp(0.0, 1.0),
+                metrics_public: self.telemetry.metrics_public,
+            },
         })
     }
 }

@@ -1,6 +1,7 @@
 //! What an admin sets on a key or team: rate limits and budgets, and how a budget's
 //! window is computed (calendar periods in a time zone, or a rolling window).
 
+use crate::audit::ContentCapture;
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan, civil};
 use serde::{Deserialize, Serialize};
@@ -70,6 +71,10 @@ pub struct KeyPolicy {
     pub end_user_limits: Limits,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub end_user_budgets: Vec<Budget>,
+    /// Prompt and response content in this key's audit records; unset: the team's, then
+    /// the gateway's `[audit] content`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_content: Option<ContentCapture>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -79,6 +84,9 @@ pub struct TeamPolicy {
     pub limits: Limits,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub budgets: Vec<Budget>,
+    /// Prompt and response content in the team's audit records (a key's own setting wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_content: Option<ContentCapture>,
 }
 
 /// The stretch of time a budget is counted over, as hourly or calendar buckets.

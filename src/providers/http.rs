@@ -1,6 +1,7 @@
 //! HTTP plumbing shared by the adapters: the pooled client, sending with deadlines,
 //! reading bodies, and turning upstream failures into [`ProviderError`]s.
 
+use crate::telemetry::trace::UPSTREAM_TRACEPARENT;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -81,6 +82,9 @@ impl Upstream {
             .body(body);
         if let Some(authorization) = &self.authorization {
             request = request.header(AUTHORIZATION, authorization.clone());
+        }
+        if let Ok(traceparent) = UPSTREAM_TRACEPARENT.try_with(String::clone) {
+            request = request.header("traceparent", traceparent);
         }
         let response = match timeout_at(deadline, request.send()).await {
             Err(_) => return Err(self.timeout()),

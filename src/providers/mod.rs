@@ -3,7 +3,7 @@
 
 pub mod catalog;
 pub mod framing;
-mod http;
+pub mod http;
 pub mod ollama;
 pub mod openai;
 mod registry;

@@ -45,6 +45,15 @@ impl Health {
         let mut deployments = self.deployments.write().unwrap_or_else(PoisonError::into_inner);
         deployments.entry(name.to_owned()).or_insert_with(|| Arc::new(Deployment::new(limit))).clone()
     }
+
+    /// Every deployment's name, circuit and calls in flight, for metrics.
+    pub fn snapshot(&self) -> Vec<(String, CircuitState, u32)> {
+        let deployments = self.deployments.read().unwrap_or_else(PoisonError::into_inner);
+        deployments
+            .iter()
+            .map(|(name, deployment)| (name.clone(), deployment.circuit(), deployment.in_flight()))
+            .collect()
+    }
 }
 
 pub struct Deployment {

@@ -23,7 +23,7 @@ mod rules;
 pub mod strategy;
 #[cfg(test)]
 mod tests;
-mod tokens;
+pub mod tokens;
 
 use std::sync::Arc;
 

@@ -45,6 +45,12 @@ pub fn redact_embeddings(request: &mut EmbeddingsRequest, detector: &PiiDetector
     redactions
 }
 
+/// `text` with its PII replaced by placeholders (for audit records; nothing to restore).
+pub fn redacted(text: &str, detector: &PiiDetector) -> String {
+    let findings = detector.scan(text);
+    if findings.is_empty() { text.to_owned() } else { Redactions::new().redact(text, &findings) }
+}
+
 fn redact_text(text: &mut String, detector: &PiiDetector, redactions: &mut Redactions) {
     let findings = detector.scan(text);
     if !findings.is_empty() {

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::Router;
 use super::policy::{self, Policy};
-use crate::audit::{AuditRecord, Auditor};
+use crate::audit::Auditor;
 use crate::config::{self, DataFile, Problem};
 use crate::providers::Registry;
 
@@ -134,12 +134,13 @@ impl PolicyStore {
         };
         router.swap(compiled);
         tracing::info!(version, by = %change.by, digest = %change.digest, "policy change applied");
-        let mut record = AuditRecord::begin("admin", "policies", "", None);
-        record.admin = change.by == "master key";
-        record.action = Some(if change.by == "file edit" { "policy.reload" } else { "policy.put" }.to_owned());
-        record.subject = Some(format!("version {version}, digest {}", change.digest));
-        record.status = 200;
-        self.audit.record(&record);
+        if let Some(mut record) = self.audit.begin("admin", "policies", "", None) {
+            record.admin = change.by == "master key";
+            record.action = Some(if change.by == "file edit" { "policy.reload" } else { "policy.put" }.to_owned());
+            record.subject = Some(format!("version {version}, digest {}", change.digest));
+            record.status = 200;
+            self.audit.record(&record);
+        }
         if let Some(dir) = &self.dir
             && let Err(error) = append_history(&dir.join(HISTORY_FILE), &change)
         {

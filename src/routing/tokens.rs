@@ -24,6 +24,11 @@ pub fn count_o200k<'a>(texts: impl Iterator<Item = &'a str>) -> u64 {
     total
 }
 
+/// Exact o200k_base count of one text (an answer), without message overhead.
+pub fn count_text(text: &str) -> u64 {
+    o200k().count_ordinary(text) as u64
+}
+
 /// The byte-based estimate of `texts` (one per message).
 pub fn estimate<'a>(texts: impl Iterator<Item = &'a str>) -> u64 {
     texts.map(|text| PER_MESSAGE + (text.len() as u64).div_ceil(4)).sum::<u64>() + REPLY_PRIMING

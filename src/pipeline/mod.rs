@@ -13,31 +13,37 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt, stream};
 use tokio::time::Instant;
 
-use crate::audit::{AuditRecord, Auditor};
+mod answer;
+mod settle;
+
+use crate::audit::{AuditRecord, ContentCapture, FailedAttempt};
 use crate::auth::{self, AuthError, Principal};
 use crate::gateway::Gateway;
 use crate::keys::{KEY_PREFIX, Lookup};
 use crate::limits::spec::BudgetUnit;
 use crate::limits::spec::Limits;
 use crate::limits::{Admission, Demand, LimitError, RateHeaders, Subject};
+use crate::protocol::ChatCompletionRequest;
 use crate::protocol::ErrorEnvelope;
 use crate::protocol::parse::{self, InvalidRequest};
-use crate::protocol::{ChatCompletionRequest, Usage};
-use crate::providers::{ChatReply, EventStream, ProviderError, RetryAfter, StreamEvent, WireAdapter};
+use crate::providers::{ChatReply, ProviderError, RetryAfter, StreamEvent, WireAdapter};
 use crate::routing::fallback::{self, NextStep};
 use crate::routing::glob::Glob;
 use crate::routing::health::CallSlot;
 use crate::routing::privacy::{self, StreamRestorer};
 use crate::routing::redact::Redactions;
 use crate::routing::{Caller, Plan, RouteInput, RoutingError, Target};
-use crate::store::{UsageRow, UsageWriter};
+use crate::telemetry::metrics::Next;
+use crate::telemetry::trace::{RequestTrace, Span, TraceParent, UPSTREAM_TRACEPARENT};
+
+use self::answer::Answer;
+use self::settle::{Asked, Outcome, Settlement, settle_stream};
 
 /// What the edge knows of a request before the pipeline runs.
 #[derive(Default)]
@@ -51,6 +57,10 @@ pub struct RequestContext {
     pub end_user: Option<String>,
     /// `x-switchyard-tags`, comma-separated.
     pub tags: Option<String>,
+    /// The client's W3C `traceparent`, if valid.
+    pub traceparent: Option<TraceParent>,
+    /// This request's trace (not recording until a handler starts it).
+    pub trace: RequestTrace,
 }
 
 impl RequestContext {
@@ -119,28 +129,30 @@ impl RouteReport {
 pub async fn chat(
     gateway: &Gateway,
     context: &RequestContext,
-    body: &[u8],
+    body: &Bytes,
     audit: &mut Option<AuditRecord>,
 ) -> Result<(ChatOutput, RouteReport), PipelineError> {
-    let principal = authenticate(gateway, context).await?;
-    if let Some(record) = audit.as_mut() {
-        record.set_principal(&principal);
-    }
+    let principal = authenticate_phase(gateway, context, audit).await?;
     let mut request = parse::chat_request(body)?;
-    note_request(audit, &request.model, request.user.as_deref(), context);
+    note_request(context, audit, &request.model, request.user.as_deref());
     may_use_model(&principal, &request.model)?;
-    let input = RouteInput::chat(&request, &context.caller(&principal));
-    let end_user = input.end_user.map(str::to_owned);
-    let plan = gateway.router.plan(&gateway.registry, &input, None);
-    drop(input);
-    let plan = note_plan(audit, plan)?;
+    let plan = {
+        let _span = context.trace.span("plan");
+        let input = RouteInput::chat(&request, &context.caller(&principal));
+        note_plan(context, audit, gateway.router.plan(&gateway.registry, &input, None))?
+    };
+    let end_user = note_end_user(&request.user, context);
     let max_output = request.max_output_tokens();
-    let admission = admit(gateway, &principal, end_user.as_deref(), &plan, max_output).await?;
+    let admission = {
+        let _span = context.trace.span("admit");
+        admit(gateway, &principal, end_user.as_deref(), &plan, max_output).await?
+    };
     let redactions = apply_plan(&plan, &mut request);
     let request = enrich(request, &plan);
     let started = Instant::now();
     let dispatched = dispatch(
         gateway,
+        context,
         &plan,
         max_output,
         request,
@@ -148,15 +160,17 @@ pub async fn chat(
         |adapter, r| Box::pin(async move { hold_until_content(adapter.chat(r).await?).await }),
     )
     .await
-    .map_err(|failed| failed.into_error(&plan))?;
+    .map_err(|failed| failed.into_error(&plan, audit))?;
     let report = dispatched.report(&plan, &admission);
     let attempt_started = dispatched.attempt_started;
+    let asked = Asked { body: body.clone(), embeddings: false };
     let (reply, mut record) =
-        dispatched.settle_with(gateway, context, &principal, end_user, admission, started, audit.take());
+        dispatched.settle_with(gateway, context, &principal, end_user, admission, started, audit.take(), asked, &plan);
     let output = match reply {
         ChatReply::Complete { body, usage } => {
             record.usage = usage;
             record.outcome = Some(Outcome::Completed);
+            record.answer = Answer::Complete(body.clone());
             record.settle();
             match redactions {
                 Some(redactions) => ChatOutput::Complete(privacy::restore_completion(body, &redactions)),
@@ -179,50 +193,99 @@ pub async fn chat(
 pub async fn embeddings(
     gateway: &Gateway,
     context: &RequestContext,
-    body: &[u8],
+    body: &Bytes,
     audit: &mut Option<AuditRecord>,
 ) -> Result<(Bytes, RouteReport), PipelineError> {
-    let principal = authenticate(gateway, context).await?;
-    if let Some(record) = audit.as_mut() {
-        record.set_principal(&principal);
-    }
+    let principal = authenticate_phase(gateway, context, audit).await?;
     let mut request = parse::embeddings_request(body)?;
-    note_request(audit, &request.model, request.user.as_deref(), context);
+    note_request(context, audit, &request.model, request.user.as_deref());
     may_use_model(&principal, &request.model)?;
-    let input = RouteInput::embeddings(&request, &context.caller(&principal));
-    let end_user = input.end_user.map(str::to_owned);
-    let plan = gateway.router.plan(&gateway.registry, &input, None);
-    drop(input);
-    let plan = note_plan(audit, plan)?;
-    let admission = admit(gateway, &principal, end_user.as_deref(), &plan, Some(0)).await?;
+    let plan = {
+        let _span = context.trace.span("plan");
+        let input = RouteInput::embeddings(&request, &context.caller(&principal));
+        note_plan(context, audit, gateway.router.plan(&gateway.registry, &input, None))?
+    };
+    let end_user = note_end_user(&request.user, context);
+    let admission = {
+        let _span = context.trace.span("admit");
+        admit(gateway, &principal, end_user.as_deref(), &plan, Some(0)).await?
+    };
     if plan.redacts() {
         // Embeddings of the placeholders: nothing to restore in a vector.
         privacy::redact_embeddings(&mut request, &plan.detector);
     }
     let started = Instant::now();
-    let dispatched =
-        dispatch(gateway, &plan, Some(0), request, |r, model| r.model = model, |adapter, r| adapter.embeddings(r))
-            .await
-            .map_err(|failed| failed.into_error(&plan))?;
+    let dispatched = dispatch(
+        gateway,
+        context,
+        &plan,
+        Some(0),
+        request,
+        |r, model| r.model = model,
+        |adapter, r| adapter.embeddings(r),
+    )
+    .await
+    .map_err(|failed| failed.into_error(&plan, audit))?;
     let report = dispatched.report(&plan, &admission);
+    let asked = Asked { body: body.clone(), embeddings: true };
     let (reply, mut record) =
-        dispatched.settle_with(gateway, context, &principal, end_user, admission, started, audit.take());
+        dispatched.settle_with(gateway, context, &principal, end_user, admission, started, audit.take(), asked, &plan);
     record.usage = reply.usage;
     record.outcome = Some(Outcome::Completed);
+    record.answer = Answer::Complete(Bytes::new());
     record.settle();
     Ok((reply.body, report))
 }
 
-/// What the audit record learns from the parsed request.
-fn note_request(audit: &mut Option<AuditRecord>, model: &str, body_user: Option<&str>, context: &RequestContext) {
+/// Phase 1, with its span, and the caller in the audit record.
+async fn authenticate_phase(
+    gateway: &Gateway,
+    context: &RequestContext,
+    audit: &mut Option<AuditRecord>,
+) -> Result<Principal, AuthError> {
+    let mut span = context.trace.span("authenticate");
+    let principal = authenticate(gateway, context).await;
+    match &principal {
+        Ok(principal) => {
+            if let Some(record) = audit.as_mut() {
+                record.set_principal(principal);
+            }
+            if let Some(key) = principal.key() {
+                context.trace.set("switchyard.key_id", key.record.id.clone());
+            }
+        }
+        Err(error) => span.fail(&error.to_string()),
+    }
+    principal
+}
+
+/// The end user limits count against: the header, else the body's `user`.
+fn note_end_user(body_user: &Option<String>, context: &RequestContext) -> Option<String> {
+    context.end_user.clone().or_else(|| body_user.clone()).filter(|user| !user.is_empty())
+}
+
+/// What the audit record and the trace learn from the parsed request.
+fn note_request(context: &RequestContext, audit: &mut Option<AuditRecord>, model: &str, body_user: Option<&str>) {
+    if context.trace.is_recording() {
+        context.trace.set("gen_ai.request.model", model.to_owned());
+        context.trace.rename(format!("{} {model}", context.trace.operation()));
+    }
     if let Some(record) = audit {
         record.requested_model = Some(model.to_owned());
         record.end_user = context.end_user.clone().or_else(|| body_user.map(str::to_owned));
     }
 }
 
-/// What the audit record learns from planning: the rule, and the PII classes found.
-fn note_plan(audit: &mut Option<AuditRecord>, plan: Result<Plan, RoutingError>) -> Result<Plan, RoutingError> {
+/// What the audit record and the trace learn from planning: the rule, and the PII
+/// classes found.
+fn note_plan(
+    context: &RequestContext,
+    audit: &mut Option<AuditRecord>,
+    plan: Result<Plan, RoutingError>,
+) -> Result<Plan, RoutingError> {
+    if let Ok(plan) = &plan {
+        context.trace.set("switchyard.rule", plan.rule.clone().unwrap_or_else(|| "default".into()));
+    }
     if let Some(record) = audit {
         match &plan {
             Ok(plan) => {
@@ -369,6 +432,7 @@ struct Dispatched<Reply> {
     /// Position of `target` in the plan.
     index: usize,
     attempts: u32,
+    failed_attempts: Vec<FailedAttempt>,
     attempt_started: Instant,
 }
 
@@ -385,12 +449,25 @@ impl<Reply> Dispatched<Reply> {
         admission: Option<Admission>,
         started: Instant,
         audit: Option<AuditRecord>,
+        asked: Asked,
+        plan: &Plan,
     ) -> (Reply, Settlement) {
-        let key = principal.key().map(|key| &key.record);
+        let key = principal.key();
+        let capture = match &audit {
+            None => ContentCapture::Off,
+            Some(_) => key
+                .and_then(|key| {
+                    let team = key.team.as_ref().and_then(|team| team.policy.audit_content);
+                    key.record.policy.audit_content.or(team)
+                })
+                .unwrap_or(gateway.audit.content),
+        };
+        let key = key.map(|key| &key.record);
         let settlement = Settlement {
             request_id: context.request_id.clone(),
             target: self.target,
             started,
+            first_byte: started.elapsed(),
             usage: None,
             outcome: None,
             key_id: key.map(|key| key.id.clone()),
@@ -398,9 +475,16 @@ impl<Reply> Dispatched<Reply> {
             end_user,
             admissions: [admission, self.ticket].into_iter().flatten().collect(),
             usage_writer: gateway.usage.clone(),
+            metrics: gateway.metrics.clone(),
             audit: audit.map(|record| (record, gateway.audit.clone())),
+            capture,
+            detector: plan.detector.clone(),
             attempts: self.attempts,
-            _slot: self.slot,
+            failed_attempts: self.failed_attempts,
+            trace: context.trace.clone(),
+            asked,
+            answer: Answer::default(),
+            slot: Some(self.slot),
         };
         (self.reply, settlement)
     }
@@ -421,10 +505,15 @@ struct DispatchFailure {
     error: ProviderError,
     attempts: u32,
     last_target: Option<String>,
+    /// Every failed call, the last included.
+    failed_attempts: Vec<FailedAttempt>,
 }
 
 impl DispatchFailure {
-    fn into_error(self, plan: &Plan) -> PipelineError {
+    fn into_error(self, plan: &Plan, audit: &mut Option<AuditRecord>) -> PipelineError {
+        if let Some(record) = audit {
+            record.failed_attempts = self.failed_attempts;
+        }
         let route = RouteReport {
             rule: plan.rule.clone().unwrap_or_else(|| "default".into()),
             target: self.last_target.unwrap_or_else(|| "none".into()),
@@ -442,18 +531,21 @@ impl DispatchFailure {
 /// 404) is skipped; an error in the request itself (other 4xx) goes to the client.
 async fn dispatch<Request: Clone, Reply>(
     gateway: &Gateway,
+    context: &RequestContext,
     plan: &Plan,
     max_output: Option<u32>,
     request: Request,
     set_model: fn(&mut Request, String),
     call: impl for<'a> Fn(&'a dyn WireAdapter, Request) -> BoxFuture<'a, Result<Reply, ProviderError>>,
 ) -> Result<Dispatched<Reply>, DispatchFailure> {
+    let phase = context.trace.span("dispatch");
     let settings = &plan.settings;
     let deadline = settings.deadline.map(|limit| Instant::now() + limit);
     let mut request = Some(request);
     let mut last_error = None;
     let mut last_target = None;
     let mut attempts = 0;
+    let mut failed_attempts = Vec::new();
     'targets: for (index, target) in plan.attempts.iter().enumerate() {
         let Ok(adapter) = target.provider.adapter() else { continue };
         for retry in 0..=settings.retries {
@@ -488,16 +580,23 @@ async fn dispatch<Request: Clone, Reply>(
             set_model(&mut attempt, target.model.clone());
             attempts += 1;
             last_target = Some(target.name());
+            let mut span = attempt_span(&phase, context, target, attempts);
             let started = Instant::now();
             let limit = [settings.first_byte_timeout, settings.total_timeout, deadline.map(|d| d - started)]
                 .into_iter()
                 .flatten()
                 .min();
-            let result = match limit {
-                Some(limit) => tokio::time::timeout(limit, call(adapter, attempt)).await.unwrap_or_else(|_| {
-                    Err(ProviderError::Timeout { provider: target.provider.id().to_owned(), after: limit })
-                }),
-                None => call(adapter, attempt).await,
+            let call = async {
+                match limit {
+                    Some(limit) => tokio::time::timeout(limit, call(adapter, attempt)).await.unwrap_or_else(|_| {
+                        Err(ProviderError::Timeout { provider: target.provider.id().to_owned(), after: limit })
+                    }),
+                    None => call(adapter, attempt).await,
+                }
+            };
+            let result = match span.traceparent() {
+                Some(traceparent) => UPSTREAM_TRACEPARENT.scope(traceparent, call).await,
+                None => call.await,
             };
             let error = match result {
                 Ok(reply) => {
@@ -509,6 +608,7 @@ async fn dispatch<Request: Clone, Reply>(
                         ticket,
                         index,
                         attempts,
+                        failed_attempts,
                         attempt_started: started,
                     });
                 }
@@ -520,21 +620,32 @@ async fn dispatch<Request: Clone, Reply>(
             }
             drop(slot);
             tracing::debug!(target = %target.name(), attempt = attempts, ?next, "attempt failed: {error}");
-            match next {
-                NextStep::GiveUp => return Err(DispatchFailure { error, attempts, last_target }),
-                NextStep::NextTarget => {
+            span.fail(&error.to_string());
+            span.set("error.type", error_kind(&error));
+            drop(span);
+            failed_attempts.push(FailedAttempt { target: target.name(), error: error.to_string() });
+            let wait = match next {
+                NextStep::Retry if retry < settings.retries => fallback::backoff(settings, retry + 1, &error)
+                    .filter(|wait| deadline.is_none_or(|d| Instant::now() + *wait < d)),
+                _ => None,
+            };
+            let metric_next = match (next, wait) {
+                (NextStep::GiveUp, _) => Next::GiveUp,
+                (_, Some(_)) => Next::Retry,
+                (_, None) => Next::Fallback,
+            };
+            gateway.metrics.upstream_failed(target, error_kind(&error), metric_next);
+            match (next, wait) {
+                (NextStep::GiveUp, _) => {
+                    return Err(DispatchFailure { error, attempts, last_target, failed_attempts });
+                }
+                (_, Some(wait)) => {
+                    last_error = Some(error);
+                    tokio::time::sleep(wait).await;
+                }
+                (_, None) => {
                     last_error = Some(error);
                     continue 'targets;
-                }
-                NextStep::Retry => {
-                    let wait = (retry < settings.retries).then(|| fallback::backoff(settings, retry + 1, &error));
-                    last_error = Some(error);
-                    match wait.flatten() {
-                        Some(wait) if deadline.is_none_or(|d| Instant::now() + wait < d) => {
-                            tokio::time::sleep(wait).await
-                        }
-                        _ => continue 'targets,
-                    }
                 }
             }
         }
@@ -543,7 +654,36 @@ async fn dispatch<Request: Clone, Reply>(
         provider: "none".into(),
         cause: "no target of the plan could be tried".into(),
     });
-    Err(DispatchFailure { error, attempts, last_target })
+    Err(DispatchFailure { error, attempts, last_target, failed_attempts })
+}
+
+/// The client span of one upstream call, with the GenAI attributes known before it.
+fn attempt_span(phase: &Span, context: &RequestContext, target: &Target, attempt: u32) -> Span {
+    if !context.trace.is_recording() {
+        return phase.client(String::new());
+    }
+    let mut span = phase.client(format!("{} {}", context.trace.operation(), target.model));
+    span.set("gen_ai.operation.name", context.trace.operation());
+    span.set("gen_ai.provider.name", target.provider.id().to_owned());
+    span.set("gen_ai.system", target.provider.id().to_owned());
+    span.set("gen_ai.request.model", target.model.clone());
+    span.set("switchyard.attempt", attempt);
+    span
+}
+
+/// A bounded name for an upstream failure, for metrics and traces.
+fn error_kind(error: &ProviderError) -> &'static str {
+    match error {
+        ProviderError::Unreachable { .. } => "unreachable",
+        ProviderError::Timeout { .. } => "timeout",
+        ProviderError::Status { status: 429, .. } => "rate_limited",
+        ProviderError::Status { status: 500.., .. } => "server_error",
+        ProviderError::Status { .. } => "client_error",
+        ProviderError::MidStream { .. } => "stream_error",
+        ProviderError::InvalidResponse { .. } => "invalid_response",
+        ProviderError::Interrupted { .. } => "interrupted",
+        ProviderError::Unsupported { .. } => "unsupported",
+    }
 }
 
 /// A deployment at its own rate limit: to the client (if no other target answers) it
@@ -621,136 +761,4 @@ fn is_empty_value(value: &serde_json::Value) -> bool {
 fn restore_stream(frames: FrameStream, redactions: Arc<Redactions>) -> FrameStream {
     let mut restorer = StreamRestorer::new(redactions);
     Box::pin(frames.map(move |frame| frame.map(|frame| restorer.frame(&frame))))
-}
-
-/// How a request ended, for settlement.
-#[derive(Debug)]
-enum Outcome {
-    Completed,
-    Failed(String),
-}
-
-/// Phase 6: what a request used and cost. Settled exactly once: when a complete answer
-/// is sent, or when a stream ends, fails or is dropped by a departing client. The usage
-/// row is written and the limits' reservations are settled with the real figures.
-struct Settlement {
-    request_id: String,
-    target: Target,
-    started: Instant,
-    usage: Option<Usage>,
-    /// `None` while a stream is running; still `None` when it is dropped means the
-    /// client went away.
-    outcome: Option<Outcome>,
-    key_id: Option<String>,
-    team: Option<String>,
-    end_user: Option<String>,
-    /// The caller's and the deployment's limits, settled with the real usage.
-    admissions: Vec<Admission>,
-    usage_writer: Arc<UsageWriter>,
-    /// The request's audit record, completed and journaled when the answer is.
-    audit: Option<(AuditRecord, Arc<Auditor>)>,
-    attempts: u32,
-    /// The deployment stays busy until the answer is settled.
-    _slot: CallSlot,
-}
-
-impl Settlement {
-    /// Records now; `Drop` does the recording, so a stream dropped midway is settled too.
-    fn settle(self) {}
-
-    fn record(&mut self) {
-        let (input, output) = self.usage.as_ref().map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
-        let cost_usd = self.target.spec().map_or(0.0, |spec| spec.cost_usd(input, output));
-        let outcome = match &self.outcome {
-            Some(Outcome::Completed) => "completed",
-            Some(Outcome::Failed(_)) => "failed",
-            None => "cancelled by client",
-        };
-        tracing::debug!(
-            request_id = %self.request_id,
-            target = %self.target.name(),
-            input_tokens = input,
-            output_tokens = output,
-            cost_usd,
-            usage_reported = self.usage.is_some(),
-            elapsed_ms = self.started.elapsed().as_millis() as u64,
-            error = match &self.outcome { Some(Outcome::Failed(e)) => e.as_str(), _ => "" },
-            "{outcome}"
-        );
-        for admission in self.admissions.drain(..) {
-            if self.usage.is_some() {
-                admission.settle(input + output, cost_usd);
-            } else {
-                // Unknown usage (a cut stream, a departed client): keep the whole
-                // reservation as spent rather than risk an overspend.
-                admission.keep_reservation();
-            }
-        }
-        let row = UsageRow {
-            at: jiff::Timestamp::now().as_second(),
-            key_id: self.key_id.take(),
-            team: self.team.take(),
-            end_user: self.end_user.take(),
-            model: self.target.name(),
-            input_tokens: input as i64,
-            output_tokens: output as i64,
-            cost_usd,
-        };
-        if let Some((mut record, auditor)) = self.audit.take() {
-            record.target = Some(row.model.clone());
-            record.attempts = self.attempts;
-            record.status = 200;
-            record.latency_ms = Some(self.started.elapsed().as_millis() as u64);
-            record.input_tokens = self.usage.as_ref().map(|u| u.prompt_tokens);
-            record.output_tokens = self.usage.as_ref().map(|u| u.completion_tokens);
-            record.cost_usd = self.usage.as_ref().map(|_| cost_usd);
-            record.outcome = Some(outcome.to_owned());
-            record.error = match &self.outcome {
-                Some(Outcome::Failed(error)) => Some(error.clone()),
-                _ => None,
-            };
-            auditor.record(&record);
-        }
-        self.usage_writer.record(row);
-    }
-}
-
-impl Drop for Settlement {
-    fn drop(&mut self) {
-        self.record();
-    }
-}
-
-/// Passes a stream's frames on, keeps its usage, and settles when it ends. `deadline`
-/// (the rule's total timeout) cuts a stream that runs too long.
-fn settle_stream(events: EventStream, record: Settlement, deadline: Option<Instant>) -> FrameStream {
-    Box::pin(stream::unfold(Some((events, record)), move |state| async move {
-        let (mut events, mut record) = state?;
-        loop {
-            let next = match deadline {
-                Some(deadline) => match tokio::time::timeout_at(deadline, events.next()).await {
-                    Ok(next) => next,
-                    Err(_) => Some(Err(ProviderError::Timeout {
-                        provider: record.target.provider.id().to_owned(),
-                        after: deadline.duration_since(record.started).max(Duration::ZERO),
-                    })),
-                },
-                None => events.next().await,
-            };
-            match next {
-                Some(Ok(StreamEvent::Usage(usage))) => record.usage = Some(usage),
-                Some(Ok(StreamEvent::Frame(frame))) => {
-                    return Some((Ok(frame), Some((events, record))));
-                }
-                Some(Err(error)) => {
-                    record.outcome = Some(Outcome::Failed(error.to_string()));
-                    return Some((Err(error), None));
-                }
-                None => {
-                    record.outcome = Some(Outcome::Completed);
-                    return None;
-                }
-            }
-        }
-    }))
 }
