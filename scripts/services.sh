@@ -49,6 +49,9 @@ as_pg "$(pg_bin)/pg_isready" -q -h 127.0.0.1 -p "$TEST_PG_PORT"
 
 export SWITCHYARD_TEST_REDIS_URL="redis://127.0.0.1:$TEST_REDIS_PORT/"
 export SWITCHYARD_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$TEST_PG_PORT/postgres"
+# For tests that run (and stop) a PostgreSQL server of their own.
+SWITCHYARD_TEST_PG_BIN="$(pg_bin)"
+export SWITCHYARD_TEST_PG_BIN
 
 stop_test_services() {
   redis-cli -p "$TEST_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true

@@ -15,12 +15,17 @@ fn chat(model: &str) -> Value {
 
 /// Runs `switchyard audit …` on the gateway's own config.
 fn audit_cli(gateway: &Gateway, args: &[&str]) -> (bool, String) {
+    audit_cli_with(gateway, args, &[])
+}
+
+fn audit_cli_with(gateway: &Gateway, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let output = std::process::Command::new(binary())
         .arg("audit")
         .args(args)
         .args(["--config", "config.toml"])
         .current_dir(gateway.dir())
         .env_remove("SWITCHYARD_TEST_DATA_DIR")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
@@ -191,4 +196,149 @@ async fn every_answered_request_is_in_the_log_after_a_kill_9() {
     assert!(missing.is_empty(), "{} of {} answered requests have no audit record", missing.len(), answered.len());
     let (ok, output) = audit_cli(&gateway, &["verify"]);
     assert!(ok, "{output}");
+}
+
+#[tokio::test]
+async fn records_carry_attempts_tools_estimated_usage_and_the_content_each_key_asks_for() {
+    let mock = MockUpstream::start().await;
+    let gateway = Gateway::start(&mock.url);
+    let admin = |method: reqwest::Method, path: &str, body: Value| {
+        client().request(method, format!("{}{path}", gateway.url)).bearer_auth(MASTER_KEY).body(body.to_string())
+    };
+    let team = send(admin(reqwest::Method::PUT, "/admin/teams/support", json!({"audit_content": "redacted"}))).await;
+    assert_eq!(team.status, 200, "{}", team.text);
+    let key = |body: Value| {
+        let request = admin(reqwest::Method::POST, "/admin/keys", body);
+        async move { send(request).await.json()["key"].as_str().unwrap().to_owned() }
+    };
+    let full = key(json!({"name": "full", "audit_content": "full"})).await;
+    let redacted = key(json!({"name": "redacted", "team": "support"})).await;
+    let plain = key(json!({"name": "plain"})).await;
+    let as_key = |key: &str, body: Value| {
+        client().post(format!("{}/v1/chat/completions", gateway.url)).bearer_auth(key).body(body.to_string())
+    };
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]);
+    let mut with_tools = chat("mockai/gpt-mock");
+    with_tools["tools"] = tools.clone();
+    with_tools["stream"] = json!(true);
+    assert_eq!(send(as_key(&full, with_tools)).await.status, 200);
+    let email =
+        json!({"model": "mockai/echo", "messages": [{"role": "user", "content": "Mail me at olena@example.com"}]});
+    assert_eq!(send(as_key(&redacted, email)).await.status, 200);
+    assert_eq!(send(as_key(&plain, chat("mockai/flaky-1"))).await.status, 200);
+    assert_eq!(send(as_key(&full, chat("mockai/no-usage"))).await.status, 200);
+    let mut no_usage_stream = chat("mockai/no-usage");
+    no_usage_stream["stream"] = json!(true);
+    assert_eq!(send(as_key(&full, no_usage_stream)).await.status, 200);
+
+    let found = wait_for_records(&gateway, 9).await;
+    let requests: Vec<&Value> = found.iter().filter(|r| r["kind"] == "chat").collect();
+    assert_eq!(requests.len(), 5, "{found:#?}");
+
+    let tool_call = requests[0];
+    assert_eq!(tool_call["tools"], json!(["get_weather", "get_time"]));
+    assert_eq!(tool_call["prompt"], json!([{"role": "user", "content": "Hi"}]));
+    assert!(tool_call["ttfb_ms"].as_u64().is_some() && tool_call["latency_ms"].as_u64().is_some());
+
+    let echoed = requests[1];
+    assert_eq!(echoed["prompt"][0]["content"], "Mail me at [EMAIL_1]");
+    assert_eq!(echoed["response"], "Mail me at [EMAIL_1]");
+    assert!(!serde_json::to_string(echoed).unwrap().contains("olena@"), "{echoed}");
+
+    let retried = requests[2];
+    assert_eq!(retried["attempts"], 2, "{retried}");
+    assert_eq!(retried["failed_attempts"][0]["target"], "mockai/flaky-1");
+    assert!(retried["failed_attempts"][0]["error"].as_str().unwrap().contains("503"));
+    assert!(retried.get("prompt").is_none() && retried.get("response").is_none(), "content is off by default");
+
+    // No usage from the upstream: counted with the tokenizer, and marked so.
+    for estimated in &requests[3..] {
+        assert_eq!(estimated["usage_estimated"], true, "{estimated}");
+        // "Hello from the mock!" is 5 o200k tokens; the prompt is a one-message chat.
+        assert_eq!(estimated["output_tokens"], 5);
+        assert!(estimated["input_tokens"].as_u64().unwrap() > 0);
+        assert_eq!(estimated["response"], crate::support::mock::REPLY);
+    }
+    assert!(requests[0].get("usage_estimated").is_none());
+
+    // The usage totals agree with the records to the cent (and well below it).
+    let audited: f64 = requests.iter().map(|r| r["cost_usd"].as_f64().unwrap()).sum();
+    let mut totals = 0.0;
+    for _ in 0..30 {
+        totals = get(&gateway, "/admin/usage").await.json()["data"][0]["cost_usd"].as_f64().unwrap_or(0.0);
+        if (totals - audited).abs() < 1e-12 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!((totals - audited).abs() < 1e-12, "usage {totals} vs audit {audited}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_mid_load_loses_no_record() {
+    let Some(postgres) = crate::support::services::OwnPostgres::start() else { return };
+    let mock = MockUpstream::start().await;
+    let url = postgres.url();
+    let env = [("SWITCHYARD_MASTER_KEY", MASTER_KEY), ("SWITCHYARD_TEST_DATABASE_URL_FOR_GATEWAY", url.as_str())];
+    let gateway = Gateway::start_with(&mock.url, &env);
+
+    let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, answered, stop) = (gateway.url.clone(), answered.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let request = client()
+                        .post(format!("{url}/v1/chat/completions"))
+                        .bearer_auth(MASTER_KEY)
+                        .body(chat("mockai/gpt-mock").to_string());
+                    let Ok(response) = request.send().await else { continue };
+                    let id = response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                    if response.status() == 200 && response.bytes().await.is_ok() {
+                        answered.lock().unwrap().extend(id);
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    postgres.halt();
+    let during = answered.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Requests go on being answered; the records wait in the journal.
+    assert!(answered.lock().unwrap().len() > during + 20, "the gateway kept answering without its database");
+    let metrics = get(&gateway, "/metrics").await.text;
+    assert!(metrics.contains("switchyard_audit_store_down 1"), "{metrics}");
+    postgres.resume();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in load {
+        let _ = task.await;
+    }
+    let answered = answered.lock().unwrap().clone();
+
+    let mut logged = std::collections::HashSet::new();
+    for _ in 0..100 {
+        logged.clear();
+        let mut cursor = String::new();
+        loop {
+            let page = get(&gateway, &format!("/admin/audit?limit=1000{cursor}")).await.json();
+            for record in page["data"].as_array().into_iter().flatten() {
+                logged.extend(record["request_id"].as_str().map(str::to_owned));
+            }
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => break,
+            }
+        }
+        if answered.iter().all(|id| logged.contains(id)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let missing = answered.iter().filter(|id| !logged.contains(*id)).count();
+    assert_eq!(missing, 0, "{missing} of {} answered requests have no audit record", answered.len());
+    let (ok, output) = audit_cli_with(&gateway, &["verify"], &[("SWITCHYARD_TEST_DATABASE_URL_FOR_GATEWAY", &url)]);
+    assert!(ok && output.contains(&format!("ok: {} records", answered.len())), "{output}");
 }

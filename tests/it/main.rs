@@ -12,3 +12,4 @@ mod privacy;
 mod python_sdk;
 mod routing;
 mod support;
+mod telemetry;

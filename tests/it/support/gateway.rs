@@ -54,6 +54,9 @@ database_url = "${SWITCHYARD_TEST_DATABASE_URL_FOR_GATEWAY:-}"
 redis_url = "${SWITCHYARD_TEST_REDIS_URL_FOR_GATEWAY:-}"
 redis_key_prefix = "${SWITCHYARD_TEST_REDIS_PREFIX:-switchyard:}"
 on_redis_failure = "${SWITCHYARD_TEST_REDIS_FAILURE:-fail_open}"
+
+[telemetry]
+otlp_endpoint = "${SWITCHYARD_TEST_OTLP_ENDPOINT:-}"
 "#,
     )
     .unwrap();

@@ -7,7 +7,9 @@
 //! (answers after that long), `flaky-<n>` (503 for its first n requests) and
 //! `flaky429-<n>` (429 with `retry-after-ms: 300` for its first n requests); any other
 //! name answers normally; `echo` answers with the last user message (streamed in
-//! 3-character pieces). Requests carrying `tools` are answered with two tool calls.
+//! 3-character pieces); `no-usage` answers without reporting usage, as some
+//! OpenAI-compatible servers do. Requests carrying `tools` are answered with two tool
+//! calls.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -189,16 +191,19 @@ async fn openai_chat(State(state): State<Arc<MockState>>, headers: HeaderMap, bo
             json!({"role": "assistant", "content": REPLY, "refusal": null})
         };
         let finish = if has_tools(&body) { "tool_calls" } else { "stop" };
-        return axum::Json(json!({
+        let mut completion = json!({
             "id": "chatcmpl-mock", "object": "chat.completion", "created": 1718000000, "model": model,
             "system_fingerprint": "fp_mock",
             "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
             "usage": usage,
-        }))
-        .into_response();
+        });
+        if model == "no-usage" {
+            completion.as_object_mut().unwrap().remove("usage");
+        }
+        return axum::Json(completion).into_response();
     }
 
-    let include_usage = body["stream_options"]["include_usage"] == json!(true);
+    let include_usage = body["stream_options"]["include_usage"] == json!(true) && model != "no-usage";
     let chunk = |delta: Value, finish: Value| {
         let mut chunk = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1718000000, "model": model,
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
