@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::{AuditRecord, GENESIS, Journal, chain_hash};
+use super::{GENESIS, Journal, chain_hash};
 use crate::store::{AuditColumns, ChainHead, Store, StoredAudit};
 
 /// Most bytes of journal turned into one database transaction.
-const BATCH_BYTES: usize = 4 * 1024 * 1024;
+const BATCH_BYTES: usize = 1024 * 1024;
 /// How long shutdown waits for an unreachable database before leaving records in the
 /// journal for the next start.
 const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(5);
@@ -90,6 +90,64 @@ pub async fn run(store: Store, journal: Arc<Journal>, signals: Arc<Signals>, ret
     }
 }
 
+/// The indexed columns of a journal line; everything else in it is skipped unread.
+#[derive(serde::Deserialize)]
+struct Columns {
+    id: String,
+    at_ms: i64,
+    kind: String,
+    #[serde(default)]
+    key_id: Option<String>,
+    #[serde(default)]
+    team: Option<String>,
+    #[serde(default)]
+    end_user: Option<String>,
+    #[serde(default)]
+    requested_model: Option<String>,
+    #[serde(default)]
+    target: Option<String>,
+    #[serde(default)]
+    status: u16,
+}
+
+/// Journal lines as database rows, each chained to the one before from `head` on.
+fn chain(lines: Vec<String>, head: ChainHead) -> (Vec<(StoredAudit, AuditColumns)>, ChainHead) {
+    let mut next = head;
+    let mut rows = Vec::with_capacity(lines.len());
+    for line in lines {
+        let record: Columns = match serde_json::from_str(&line) {
+            Ok(record) => record,
+            Err(error) => {
+                // Only a write torn by a crash can look like this; its response was never sent.
+                tracing::warn!("skipping an unreadable journal line: {error}");
+                continue;
+            }
+        };
+        next.seq += 1;
+        let hash = chain_hash(&next.hash, &line);
+        let columns = AuditColumns {
+            id: record.id,
+            kind: record.kind,
+            key_id: record.key_id,
+            team: record.team,
+            end_user: record.end_user,
+            model: record.requested_model,
+            target: record.target,
+            status: i64::from(record.status),
+        };
+        let stored = StoredAudit {
+            chain: next.chain.clone(),
+            seq: next.seq,
+            at_ms: record.at_ms,
+            record: line,
+            prev_hash: std::mem::replace(&mut next.hash, hash.clone()),
+            hash,
+        };
+        rows.push((stored, columns));
+    }
+    (rows, next)
+}
+
 enum Progress {
     /// This many records (none when moving to the next journal file).
     Wrote(u64),
@@ -126,39 +184,9 @@ async fn step(store: &Store, journal: &Journal, head: &mut Option<ChainHead>) ->
         *head = Some(next);
         return Ok(Progress::Wrote(0));
     }
-    let mut next = current.clone();
-    let mut rows = Vec::with_capacity(lines.len());
-    for line in lines {
-        let record: AuditRecord = match serde_json::from_str(&line) {
-            Ok(record) => record,
-            Err(error) => {
-                // Only a write torn by a crash can look like this; its response was never sent.
-                tracing::warn!("skipping an unreadable journal line: {error}");
-                continue;
-            }
-        };
-        next.seq += 1;
-        let hash = chain_hash(&next.hash, &line);
-        let columns = AuditColumns {
-            id: record.id.clone(),
-            kind: record.kind.clone(),
-            key_id: record.key_id.clone(),
-            team: record.team.clone(),
-            end_user: record.end_user.clone(),
-            model: record.requested_model.clone(),
-            target: record.target.clone(),
-            status: i64::from(record.status),
-        };
-        let stored = StoredAudit {
-            chain: next.chain.clone(),
-            seq: next.seq,
-            at_ms: record.at_ms,
-            record: line,
-            prev_hash: std::mem::replace(&mut next.hash, hash.clone()),
-            hash,
-        };
-        rows.push((stored, columns));
-    }
+    // Parsing and hashing a batch is CPU work: off the request threads.
+    let chained = tokio::task::spawn_blocking(move || chain(lines, current)).await;
+    let (rows, mut next) = chained.map_err(|e| e.to_string())?;
     next.journal_offset = offset as i64;
     store.append_audit(&rows, &next).await.map_err(|e| e.to_string())?;
     *head = Some(next);

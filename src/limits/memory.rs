@@ -53,7 +53,7 @@ impl MemoryCounters {
     fn decide(&self, checks: &[Check], now_ms: u64) -> Verdict {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.decisions += 1;
-        if state.decisions % PRUNE_EVERY == 0 {
+        if state.decisions.is_multiple_of(PRUNE_EVERY) {
             state.prune(now_ms);
         }
         let now = now_ms as f64;

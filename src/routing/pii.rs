@@ -474,7 +474,7 @@ fn is_card(bytes: &[u8], span: &[Group]) -> bool {
 fn luhn_valid(digits: impl DoubleEndedIterator<Item = u8>) -> bool {
     let doubled = |d: u32| if d * 2 > 9 { d * 2 - 9 } else { d * 2 };
     let sum: u32 = digits.rev().enumerate().map(|(i, d)| if i % 2 == 1 { doubled(d.into()) } else { d.into() }).sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// 9–15 digits. With a leading `+` any grouping goes. Without it the number must look like a national one, so that

@@ -235,19 +235,19 @@ pub fn compile(files: &[DataFile], registry: &Registry, health: &Health) -> Resu
                 problems.push(file_problem(file, alias.span(), format!("alias {name:?} is defined twice")));
             }
         }
-        if let Some(rule) = &policy.default {
-            if default.replace((file, rule)).is_some() {
-                problems.push(file_problem(file, rule.span(), "only one policy file may have a [default]".into()));
-            }
+        if let Some(rule) = &policy.default
+            && default.replace((file, rule)).is_some()
+        {
+            problems.push(file_problem(file, rule.span(), "only one policy file may have a [default]".into()));
         }
-        if let Some(settings) = &policy.circuit_breaker {
-            if breaker.replace((file, settings)).is_some() {
-                problems.push(file_problem(
-                    file,
-                    settings.span(),
-                    "only one policy file may have a [circuit_breaker]".into(),
-                ));
-            }
+        if let Some(settings) = &policy.circuit_breaker
+            && breaker.replace((file, settings)).is_some()
+        {
+            problems.push(file_problem(
+                file,
+                settings.span(),
+                "only one policy file may have a [circuit_breaker]".into(),
+            ));
         }
     }
     let custom_names: Vec<String> = custom_pii.iter().map(|(name, _)| name.clone()).collect();
