@@ -112,6 +112,15 @@ def main():
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    audit_off = [get({"t": load(args.raw, f"audit-off-throughput-{when}")}, "t", "rps") for when in ("before", "after")]
+    audit_off = [rps for rps in audit_off if rps]
+    if sy and audit_off and get(sy, "throughput", "rps"):
+        off = sum(audit_off) / len(audit_off)
+        on = get(sy, "throughput", "rps")
+        lines.append(f"Audit log cost (scenario 2): switchyard {fmt(on, 0)} req/s with it on, {fmt(off, 0)} req/s with it off "
+                     f"(mean of runs before and after: {', '.join(fmt(r, 0) for r in audit_off)}), "
+                     f"so the audit log costs {fmt((1 - on / off) * 100, 1)} % of throughput.")
+        lines.append("")
     lines.append("Scenarios: 1 added latency, concurrency 1, non-streaming; 2 throughput, 50 connections, non-streaming; "
                  "3 streaming, 50 connections, 20 chunks per response; "
                  f"4 {args.open_streams} concurrent streams held open by a mock sending 1 chunk a second"

@@ -45,8 +45,14 @@ else
 fi
 ulimit -n "$(ulimit -Hn)"
 
+# The audit log's cost: switchyard's throughput scenario again with `[audit] enabled = false`
+# (a config beside the real one, so its relative paths hold).
+AUDIT_OFF_CONFIG="$HERE/switchyard/config.audit-off.toml"
+{ cat "$HERE/switchyard/config.toml"; printf '\n[audit]\nenabled = false\n'; } >"$AUDIT_OFF_CONFIG"
+
 PIDS=()
 cleanup() {
+  rm -f "$AUDIT_OFF_CONFIG"
   for pid in "${PIDS[@]}"; do kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
@@ -109,6 +115,7 @@ declare -A GROUP URL MODEL SLOW_MODEL AUTH EXTRA
 URL[direct]="http://127.0.0.1:$MOCK_PORT"; MODEL[direct]=mock; SLOW_MODEL[direct]=mock; AUTH[direct]=none; EXTRA[direct]=""
 URL[switchyard]="http://127.0.0.1:$SWITCHYARD_PORT"; MODEL[switchyard]=bench/mock; SLOW_MODEL[switchyard]=benchslow/mock
 AUTH[switchyard]="authorization: Bearer $MASTER_KEY"; EXTRA[switchyard]=""
+URL[audit-off]=${URL[switchyard]}; MODEL[audit-off]=bench/mock; SLOW_MODEL[audit-off]=benchslow/mock; EXTRA[audit-off]=""
 URL[litellm]="http://127.0.0.1:$LITELLM_PORT"; MODEL[litellm]=mock; SLOW_MODEL[litellm]=mock-slow
 AUTH[litellm]="authorization: Bearer $MASTER_KEY"; EXTRA[litellm]=""
 URL[portkey]="http://127.0.0.1:$PORTKEY_PORT"; MODEL[portkey]=mock; SLOW_MODEL[portkey]=mock
@@ -118,18 +125,19 @@ AUTH[portkey]="authorization: Bearer sk-unused"; EXTRA[portkey]="x-portkey-provi
 start_target() {
   case $1 in
     direct) GROUP[direct]=$MOCK; return ;;
-    switchyard)
+    switchyard|audit-off)
+      local config="$HERE/switchyard/config.toml"
+      [[ $1 == audit-off ]] && config=$AUDIT_OFF_CONFIG
       rm -rf "$BENCH_DATA_DIR"
-      start switchyard env SWITCHYARD_MASTER_KEY=$MASTER_KEY taskset -c "$GW_CPU" \
-        "$BIN/switchyard" serve --config "$HERE/switchyard/config.toml"
-      GROUP[switchyard]=$STARTED
-      wait_http "${URL[switchyard]}/healthz"
+      start "$1" env SWITCHYARD_MASTER_KEY=$MASTER_KEY taskset -c "$GW_CPU" "$BIN/switchyard" serve --config "$config"
+      GROUP[$1]=$STARTED
+      wait_http "${URL[$1]}/healthz"
       # Measured as a client with a virtual key: key lookup, rate limits (requests and
       # tokens) and a budget reservation on every request, settled with real usage.
-      VIRTUAL_KEY=$(curl -fsS -X POST "${URL[switchyard]}/admin/keys" -H "authorization: Bearer $MASTER_KEY" \
+      VIRTUAL_KEY=$(curl -fsS -X POST "${URL[$1]}/admin/keys" -H "authorization: Bearer $MASTER_KEY" \
         -d '{"name":"bench","limits":{"rpm":100000000,"tpm":100000000000},"budgets":[{"amount":1000000,"unit":"usd","period":"month"}]}' \
         | python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
-      AUTH[switchyard]="authorization: Bearer $VIRTUAL_KEY" ;;
+      AUTH[$1]="authorization: Bearer $VIRTUAL_KEY" ;;
     litellm)
       start litellm env LITELLM_MASTER_KEY=$MASTER_KEY LITELLM_LOCAL_MODEL_COST_MAP=True taskset -c "$GW_CPU" \
         "$HERE/.venv-litellm/bin/litellm" --config "$HERE/litellm/config.yaml" --host 127.0.0.1 --port $LITELLM_PORT --num_workers 2
@@ -168,7 +176,18 @@ loadgen() {
   cat "$RAW/$target-$scenario.json" >&2
 }
 
+# audit-off: switchyard's throughput with the audit log off, run right after it (and
+# again after it, to average out drift) so the two compare within one stretch of time.
+run_audit_off() {
+  log "switchyard with the audit log off: throughput ($1)"
+  start_target audit-off
+  loadgen audit-off warmup "$LOAD_CPU" fast false --connections 10 --requests 500 >/dev/null 2>&1 || true
+  loadgen audit-off "throughput-$1" "$LOAD_CPU" fast false --connections 50 --duration "$SECONDS_PER_RUN"
+  stop_target audit-off
+}
+
 for target in "${TARGETS[@]}"; do
+  [[ $target == switchyard ]] && run_audit_off before
   log "$target: starting on CPU $GW_CPU"
   start_target "$target"
   group=${GROUP[$target]}
@@ -205,6 +224,7 @@ for target in "${TARGETS[@]}"; do
   kill "$sampler" 2>/dev/null || true
   echo "{\"peak_rss_kb\": $(cat "$peak_file")}" >"$RAW/$target-open-streams-rss.json"
   stop_target "$target"
+  [[ $target == switchyard ]] && run_audit_off after
 done
 
 # ---- report -------------------------------------------------------------------------------
