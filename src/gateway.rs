@@ -67,7 +67,7 @@ impl Gateway {
         let store = Store::open(&config.storage.database_url, &config.storage.data_dir).await?;
         let limiter = Arc::new(Limiter::new(&config.limits, store.clone())?);
         let (registry, router) = compile_routing(&loaded, limiter.clone()).map_err(StartError::Config)?;
-        let audit = Arc::new(Auditor::start(store.clone(), &config.storage.data_dir, &config.audit)?);
+        let audit = Arc::new(Auditor::start(&config.storage, &config.audit)?);
         let metrics = Arc::new(Metrics::new());
         let exporter = Exporter::start(&config.telemetry, metrics.clone()).map_err(StartError::Telemetry)?;
         let tracer = Tracer::new(exporter, config.telemetry.sample_ratio);

@@ -51,6 +51,12 @@ pub struct JournalError {
     source: std::io::Error,
 }
 
+impl JournalError {
+    pub fn new(path: &Path, source: std::io::Error) -> JournalError {
+        JournalError { path: path.display().to_string(), source }
+    }
+}
+
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
     move |source| JournalError { path: path.display().to_string(), source }
 }

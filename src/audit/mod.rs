@@ -14,17 +14,13 @@ mod record;
 pub mod verify;
 mod writer;
 
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
-
-use tokio::task::JoinHandle;
 
 pub use journal::{Journal, JournalError};
 pub use record::{AuditRecord, ContentCapture, FailedAttempt, GENESIS, chain_hash};
 
-use crate::config::AuditConfig;
-use crate::store::Store;
+use crate::config::{AuditConfig, StorageConfig};
 
 impl AuditRecord {
     /// A record for a request that has just arrived; the pipeline fills in the rest.
@@ -56,7 +52,7 @@ pub struct Auditor {
     pub content: ContentCapture,
     journal: Arc<Journal>,
     signals: Arc<writer::Signals>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// The audit log's backlog, for `/metrics`.
@@ -73,11 +69,19 @@ pub struct AuditStats {
 impl Auditor {
     /// Opens the journal under `<data_dir>/audit` and starts the writer. A disabled audit
     /// log still writes out what an earlier run left in the journal.
-    pub fn start(store: Store, data_dir: &Path, config: &AuditConfig) -> Result<Auditor, JournalError> {
-        let journal = Arc::new(Journal::open(&data_dir.join("audit"))?);
+    pub fn start(storage: &StorageConfig, config: &AuditConfig) -> Result<Auditor, JournalError> {
+        let dir = storage.data_dir.join("audit");
+        let journal = Arc::new(Journal::open(&dir)?);
         let signals = Arc::new(writer::Signals::default());
-        let task = tokio::spawn(writer::run(store, journal.clone(), signals.clone(), config.retention));
-        Ok(Auditor { enabled: config.enabled, content: config.content, journal, signals, task: Mutex::new(Some(task)) })
+        let thread = writer::spawn(storage.clone(), journal.clone(), signals.clone(), config.retention, config.writer)
+            .map_err(|source| JournalError::new(&dir, source))?;
+        Ok(Auditor {
+            enabled: config.enabled,
+            content: config.content,
+            journal,
+            signals,
+            thread: Mutex::new(Some(thread)),
+        })
     }
 
     /// A new record, or `None` when the audit log is off.
@@ -123,9 +127,9 @@ impl Auditor {
     pub async fn flush_and_stop(&self) {
         self.signals.stopping.store(true, Ordering::SeqCst);
         self.signals.wake.notify_one();
-        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(task) = task {
-            let _ = task.await;
+        let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::{GENESIS, Journal, chain_hash};
+use crate::config::{StorageConfig, WriterPriority};
 use crate::store::{AuditColumns, ChainHead, Store, StoredAudit};
 
 /// Most bytes of journal turned into one database transaction.
@@ -28,7 +29,70 @@ pub struct Signals {
     pub store_down: AtomicBool,
 }
 
-pub async fn run(store: Store, journal: Arc<Journal>, signals: Arc<Signals>, retention: Option<Duration>) {
+/// Starts the writer on a thread of its own, with its own connection to the database.
+/// At [`WriterPriority::Low`] the thread (and the database worker threads it starts,
+/// which inherit it) runs at the lowest CPU priority: when requests keep every core
+/// busy, they go first and records wait in the journal until there is room.
+pub fn spawn(
+    storage: StorageConfig,
+    journal: Arc<Journal>,
+    signals: Arc<Signals>,
+    retention: Option<Duration>,
+    priority: WriterPriority,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
+        if priority == WriterPriority::Low {
+            lower_priority();
+        }
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                tracing::error!("the audit writer cannot start ({error}); records stay in the journal");
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            let Some(store) = connect(&storage, &signals).await else { return };
+            run(store, journal, signals, retention).await;
+        });
+    })
+}
+
+/// The writer's own database connection; retried while the database is unreachable.
+async fn connect(storage: &StorageConfig, signals: &Signals) -> Option<Store> {
+    let mut failures = 0u32;
+    loop {
+        match Store::open(&storage.database_url, &storage.data_dir).await {
+            Ok(store) => return Some(store),
+            Err(error) => {
+                failures += 1;
+                signals.store_down.store(true, Ordering::Relaxed);
+                if failures.is_power_of_two() {
+                    tracing::error!(failures, "audit records wait in the journal: {error}");
+                }
+                if signals.stopping.load(Ordering::SeqCst) && failures > 25 {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(10)))).await;
+            }
+        }
+    }
+}
+
+/// The calling thread's nice value to 19 (Linux keeps one per thread; threads it starts
+/// inherit it). Raising it back would need privileges, so it is never lowered again.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: a plain system call about the calling thread.
+        let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+        if result != 0 {
+            tracing::warn!("the audit writer runs at normal priority: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
+async fn run(store: Store, journal: Arc<Journal>, signals: Arc<Signals>, retention: Option<Duration>) {
     let mut failures = 0u32;
     let mut stop_deadline: Option<Instant> = None;
     let mut last_retention = Instant::now() - Duration::from_secs(3600);
@@ -184,9 +248,7 @@ async fn step(store: &Store, journal: &Journal, head: &mut Option<ChainHead>) ->
         *head = Some(next);
         return Ok(Progress::Wrote(0));
     }
-    // Parsing and hashing a batch is CPU work: off the request threads.
-    let chained = tokio::task::spawn_blocking(move || chain(lines, current)).await;
-    let (rows, mut next) = chained.map_err(|e| e.to_string())?;
+    let (rows, mut next) = chain(lines, current);
     next.journal_offset = offset as i64;
     store.append_audit(&rows, &next).await.map_err(|e| e.to_string())?;
     *head = Some(next);

@@ -64,6 +64,17 @@ pub struct AuditConfig {
     pub retention: Option<Duration>,
     /// Prompt and response content in records, unless a key or its team says otherwise.
     pub content: ContentCapture,
+    pub writer: WriterPriority,
+}
+
+/// The CPU priority of the thread moving audit records from the journal to the database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriterPriority {
+    /// Below requests: under full load records wait in the (durable) journal.
+    #[default]
+    Low,
+    Normal,
 }
 
 /// Traces and metrics.
@@ -247,11 +258,17 @@ struct AuditSection {
     /// 0: keep forever.
     retention_days: u64,
     content: ContentCapture,
+    writer_priority: WriterPriority,
 }
 
 impl Default for AuditSection {
     fn default() -> Self {
-        AuditSection { enabled: true, retention_days: 0, content: ContentCapture::Off }
+        AuditSection {
+            enabled: true,
+            retention_days: 0,
+            content: ContentCapture::Off,
+            writer_priority: WriterPriority::Low,
+        }
     }
 }
 
@@ -444,6 +461,7 @@ impl ConfigFile {
                 retention: (self.audit.retention_days > 0)
                     .then(|| Duration::from_secs(self.audit.retention_days * 24 * 3600)),
                 content: self.audit.content,
+                writer: self.audit.writer_priority,
             },
             telemetry: TelemetryConfig {
                 otlp_endpoint: Some(self.telemetry.otlp_endpoint.trim().trim_end_matches('/').to_owned())
