@@ -87,8 +87,20 @@ impl Journal {
 
     /// Appends a record as one line, before the caller goes on.
     pub fn append(&self, record: &AuditRecord) -> Result<(), JournalError> {
-        let mut line = serde_json::to_vec(record).unwrap_or_default();
-        line.push(b'\n');
+        thread_local! {
+            /// The line being written, kept per thread so its allocation is reused.
+            static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            // Serializing a record (strings, numbers, lists of strings) cannot fail.
+            let _ = serde_json::to_writer(&mut *line, record);
+            line.push(b'\n');
+            self.append_line(line)
+        })
+    }
+
+    fn append_line(&self, line: &[u8]) -> Result<(), JournalError> {
         if line.len() as u64 > SEGMENT {
             let path = file_path(&self.dir, 0);
             return Err(io_error(&path)(std::io::Error::other("an audit record larger than a journal segment")));
@@ -99,7 +111,7 @@ impl Journal {
             *active = next;
         }
         let start = active.end as usize;
-        active.map[start..start + line.len()].copy_from_slice(&line);
+        active.map[start..start + line.len()].copy_from_slice(line);
         active.end += line.len() as u64;
         drop(active);
         self.appended.fetch_add(1, Ordering::Relaxed);

@@ -135,8 +135,9 @@ impl Settlement {
             },
         );
         self.trace_attributes(&usage, summary.as_ref(), error);
+        let target = self.target.name();
         if let Some((mut record, auditor)) = self.audit.take() {
-            record.target = Some(self.target.name());
+            record.target = Some(target.clone());
             record.attempts = self.attempts;
             record.failed_attempts = std::mem::take(&mut self.failed_attempts);
             record.status = 200;
@@ -165,7 +166,7 @@ impl Settlement {
             key_id: self.key_id.take(),
             team: self.team.take(),
             end_user: self.end_user.take(),
-            model: self.target.name(),
+            model: target,
             input_tokens: input as i64,
             output_tokens: output as i64,
             cost_usd,

@@ -49,6 +49,31 @@ async fn wait_for_records(gateway: &Gateway, count: usize) -> Vec<Value> {
     records(gateway).await
 }
 
+/// How many of `answered` (request ids) have no audit record once the writer has had time
+/// to catch up (it runs at low priority, so that may take a while on a busy machine).
+async fn unrecorded(gateway: &Gateway, answered: &[String]) -> usize {
+    let mut logged = std::collections::HashSet::new();
+    for _ in 0..300 {
+        logged.clear();
+        let mut cursor = String::new();
+        loop {
+            let page = get(gateway, &format!("/admin/audit?limit=1000{cursor}")).await.json();
+            for record in page["data"].as_array().into_iter().flatten() {
+                logged.extend(record["request_id"].as_str().map(str::to_owned));
+            }
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => break,
+            }
+        }
+        if answered.iter().all(|id| logged.contains(id)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    answered.iter().filter(|id| !logged.contains(*id)).count()
+}
+
 async fn sqlite(gateway: &Gateway, statement: &str) {
     use sqlx::ConnectOptions as _;
     use sqlx::Connection as _;
@@ -174,27 +199,8 @@ async fn every_answered_request_is_in_the_log_after_a_kill_9() {
     assert!(answered.len() > 20, "the load ran ({} answers)", answered.len());
 
     let gateway = Gateway::start_with(&mock.url, &env);
-    let mut logged = std::collections::HashSet::new();
-    for _ in 0..300 {
-        logged.clear();
-        let mut cursor = String::new();
-        loop {
-            let page = get(&gateway, &format!("/admin/audit?limit=1000{cursor}")).await.json();
-            for record in page["data"].as_array().unwrap() {
-                logged.extend(record["request_id"].as_str().map(str::to_owned));
-            }
-            match page["next_cursor"].as_str() {
-                Some(next) => cursor = format!("&cursor={next}"),
-                None => break,
-            }
-        }
-        if answered.iter().all(|id| logged.contains(id)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let missing: Vec<&String> = answered.iter().filter(|id| !logged.contains(*id)).collect();
-    assert!(missing.is_empty(), "{} of {} answered requests have no audit record", missing.len(), answered.len());
+    let missing = unrecorded(&gateway, &answered).await;
+    assert_eq!(missing, 0, "{missing} of {} answered requests have no audit record", answered.len());
     let (ok, output) = audit_cli(&gateway, &["verify"]);
     assert!(ok, "{output}");
 }
@@ -319,26 +325,7 @@ async fn postgres_stopped_mid_load_loses_no_record() {
     }
     let answered = answered.lock().unwrap().clone();
 
-    let mut logged = std::collections::HashSet::new();
-    for _ in 0..300 {
-        logged.clear();
-        let mut cursor = String::new();
-        loop {
-            let page = get(&gateway, &format!("/admin/audit?limit=1000{cursor}")).await.json();
-            for record in page["data"].as_array().into_iter().flatten() {
-                logged.extend(record["request_id"].as_str().map(str::to_owned));
-            }
-            match page["next_cursor"].as_str() {
-                Some(next) => cursor = format!("&cursor={next}"),
-                None => break,
-            }
-        }
-        if answered.iter().all(|id| logged.contains(id)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let missing = answered.iter().filter(|id| !logged.contains(*id)).count();
+    let missing = unrecorded(&gateway, &answered).await;
     assert_eq!(missing, 0, "{missing} of {} answered requests have no audit record", answered.len());
     let (ok, output) = audit_cli_with(&gateway, &["verify"], &[("SWITCHYARD_TEST_DATABASE_URL_FOR_GATEWAY", &url)]);
     assert!(ok && output.contains(&format!("ok: {} records", answered.len())), "{output}");
