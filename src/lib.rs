@@ -8,6 +8,7 @@ pub mod config;
 pub mod gateway;
 pub mod keys;
 pub mod limits;
+pub mod mcp;
 pub mod pipeline;
 pub mod protocol;
 pub mod providers;

@@ -55,6 +55,14 @@ enum Command {
         #[arg(long, env = "SWITCHYARD_CONFIG", value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Serve MCP over stdio, for clients that launch a command (Claude Desktop). The
+    /// gateway runs in this process on the config; the caller is the key in
+    /// SWITCHYARD_API_KEY.
+    Mcp {
+        /// Config file. Default: config/dev.toml, or the built-in copy if it does not exist.
+        #[arg(long, env = "SWITCHYARD_CONFIG", value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
     /// Check or export the audit log.
     Audit {
         /// Config file. Default: config/dev.toml, or the built-in copy if it does not exist.
@@ -124,14 +132,27 @@ enum KeysAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config, listen } => serve(config, listen),
+        Command::Serve { config, listen } => with_gateway(config, |gateway| async move {
+            let listen = listen.unwrap_or(gateway.config.listen);
+            switchyard::server::serve(gateway, listen).await.map_err(|error| error.to_string())
+        }),
         Command::Check { config } => check(config),
+        Command::Mcp { config } => with_gateway(config, |gateway| async move {
+            let key = std::env::var("SWITCHYARD_API_KEY").ok().filter(|key| !key.trim().is_empty());
+            switchyard::mcp::stdio::serve(gateway, key).await
+        }),
         Command::Keys { config, action } => keys(config, action),
         Command::Audit { config, action } => audit(config, action),
     }
 }
 
-fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
+/// Loads the config, starts the gateway on it and runs `task` with it, logging its
+/// error and exiting 1 if anything fails.
+fn with_gateway<Task, Done>(config_path: Option<PathBuf>, task: Task) -> ExitCode
+where
+    Task: FnOnce(Arc<Gateway>) -> Done,
+    Done: std::future::Future<Output = Result<(), String>>,
+{
     let loaded = match config::load(config_path.as_deref()) {
         Ok(loaded) => loaded,
         Err(problems) => {
@@ -141,14 +162,13 @@ fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
         }
     };
     switchyard::telemetry::logs::init(&loaded.config.log);
-    let listen = listen.unwrap_or(loaded.config.listen);
     let Some(runtime) = runtime() else { return ExitCode::FAILURE };
     let result = runtime.block_on(async {
         let gateway = match Gateway::start(loaded, MasterKey::from_env()).await {
             Ok(gateway) => Arc::new(gateway),
             Err(error) => return Err(format!("not starting: {error}")),
         };
-        switchyard::server::serve(gateway, listen).await.map_err(|error| error.to_string())
+        task(gateway).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

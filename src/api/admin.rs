@@ -14,9 +14,6 @@ use super::openai::RequestBody;
 use crate::auth::AuthError;
 use crate::gateway::Gateway;
 use crate::pipeline::{self, RequestContext};
-use crate::protocol::parse;
-use crate::routing::RouteInput;
-use crate::routing::explain::{Trace, TraceError};
 use crate::routing::reload::{Change, PolicyChangeError};
 
 /// Proof that the request carries the master key (or the gateway runs in open,
@@ -59,17 +56,10 @@ pub async fn explain_route(
     context: RequestContext,
     RequestBody(body): RequestBody,
 ) -> Response {
-    let request = match parse::chat_request(&body) {
-        Ok(request) => request,
-        Err(error) => return ApiError::from(pipeline::PipelineError::from(error)).into_response(),
-    };
-    let mut trace = Trace::default();
-    let principal = crate::auth::Principal::Master;
-    let input = RouteInput::chat(&request, &context.caller(&principal));
-    if let Err(error) = gateway.router.plan(&gateway.registry, &input, Some(&mut trace)) {
-        trace.error = Some(TraceError { status: error.status(), message: error.to_string() });
+    match pipeline::views::explain_route(&gateway, &context, &crate::auth::Principal::Master, &body) {
+        Ok(trace) => Json(trace).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
     }
-    Json(trace).into_response()
 }
 
 #[derive(Serialize)]

@@ -18,8 +18,16 @@ use axum::middleware;
 use axum::routing::{get, post, put};
 
 pub use error::ApiError;
+pub use openai::{record_refusal, request_context};
 
 use crate::gateway::Gateway;
+
+/// `/mcp`, behind the same keys as `/v1`.
+fn mcp_routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
+    Router::new()
+        .route_service("/mcp", crate::mcp::http::service(gateway.clone()))
+        .layer(middleware::from_fn_with_state(gateway, crate::mcp::http::require_key))
+}
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let body_limit = gateway.config.max_body_bytes;
@@ -39,6 +47,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/admin/policies", get(admin::get_policies))
         .route("/admin/policies/{name}", put(admin::put_policy))
         .route("/metrics", get(metrics::metrics))
+        .merge(mcp_routes(gateway.clone()))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(|request: Request| async move { ApiError::not_found_route(request.uri().path()) })

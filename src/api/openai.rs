@@ -16,12 +16,12 @@ use futures_util::stream;
 use super::edge::RequestId;
 use super::error::{ApiError, stream_error_frame};
 use crate::audit::AuditRecord;
-use crate::auth::{AuthError, Principal};
+use crate::auth::AuthError;
 use crate::gateway::Gateway;
 use crate::limits::LimitError;
+use crate::pipeline::views;
 use crate::pipeline::{self, ChatOutput, FrameStream, PipelineError, RequestContext, RouteReport};
-use crate::protocol::models::{Model, ModelList};
-use crate::routing::glob::Glob;
+use crate::protocol::models::ModelList;
 use crate::telemetry::trace::{RequestTrace, TraceParent};
 
 pub async fn chat_completions(
@@ -54,6 +54,16 @@ pub async fn embeddings(
 /// A request that ended in an error before any answer: its audit record, metrics and
 /// trace status, then the error.
 fn refused(gateway: &Gateway, context: &RequestContext, audit: Option<AuditRecord>, error: PipelineError) -> Response {
+    record_refusal(gateway, context, audit, error).into_response()
+}
+
+/// Everything that records a refused request (audit, metrics, trace); the error to send.
+pub fn record_refusal(
+    gateway: &Gateway,
+    context: &RequestContext,
+    audit: Option<AuditRecord>,
+    error: PipelineError,
+) -> ApiError {
     match &error {
         PipelineError::Auth(AuthError::Forbidden(_) | AuthError::Unavailable(_)) => {}
         PipelineError::Auth(_) => gateway.metrics.auth_failed(),
@@ -80,7 +90,7 @@ fn refused(gateway: &Gateway, context: &RequestContext, audit: Option<AuditRecor
         record.status = status;
         gateway.audit.record(&record);
     }
-    api_error.into_response()
+    api_error
 }
 
 pub async fn list_models(State(gateway): State<Arc<Gateway>>, context: RequestContext) -> Response {
@@ -88,16 +98,8 @@ pub async fn list_models(State(gateway): State<Arc<Gateway>>, context: RequestCo
         Ok(principal) => principal,
         Err(error) => return ApiError::from(error).into_response(),
     };
-    let data = available_models(&gateway).filter(|model| allowed(&principal, &model.id)).collect();
+    let data = views::available_models(&gateway).filter(|model| views::may_use(&principal, &model.id)).collect();
     Json(ModelList { object: "list".into(), data }).into_response()
-}
-
-/// Whether a virtual key may use `model` (its `models` globs; empty: everything).
-fn allowed(principal: &Principal, model: &str) -> bool {
-    principal.key().is_none_or(|key| {
-        let patterns = &key.record.policy.models;
-        patterns.is_empty() || patterns.iter().any(|pattern| Glob::new(pattern).matches(model))
-    })
 }
 
 pub async fn get_model(
@@ -109,36 +111,19 @@ pub async fn get_model(
         Ok(principal) => principal,
         Err(error) => return ApiError::from(error).into_response(),
     };
-    if !allowed(&principal, &id) {
+    if !views::may_use(&principal, &id) {
         return ApiError::model_not_found(&id).into_response();
     }
-    if let Some(model) = available_models(&gateway).find(|m| m.id == id) {
+    if let Some(model) = views::available_models(&gateway).find(|m| m.id == id) {
         return Json(model).into_response();
     }
     // A bare id names a model when exactly one usable provider serves it.
-    let mut bare = available_models(&gateway).filter(|m| m.id.split_once('/').is_some_and(|(_, model)| model == id));
+    let mut bare =
+        views::available_models(&gateway).filter(|m| m.id.split_once('/').is_some_and(|(_, model)| model == id));
     match (bare.next(), bare.next()) {
         (Some(model), None) => Json(model).into_response(),
         _ => ApiError::model_not_found(&id).into_response(),
     }
-}
-
-/// The policy's aliases, then every model of every usable provider as `provider/model`.
-fn available_models(gateway: &Gateway) -> impl Iterator<Item = Model> + '_ {
-    let aliases: Vec<Model> = gateway
-        .router
-        .policy()
-        .aliases
-        .keys()
-        .map(|alias| Model::new(alias.clone(), gateway.started_at, "switchyard"))
-        .collect();
-    let models =
-        gateway.registry.iter().filter(|p| p.is_available()).flat_map(move |provider| {
-            provider.spec.models.iter().map(move |model| {
-                Model::new(format!("{}/{}", provider.id(), model.id), gateway.started_at, provider.id())
-            })
-        });
-    aliases.into_iter().chain(models)
 }
 
 /// `x-switchyard-route: rule=…; target=…; attempts=…` and the cost estimate in USD.
@@ -179,17 +164,22 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let request_id = parts.extensions.get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default();
-        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        Ok(RequestContext {
-            request_id,
-            client_ip: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()),
-            authorization: header(header::AUTHORIZATION.as_str()),
-            end_user: header("x-switchyard-user"),
-            tags: header("x-switchyard-tags"),
-            traceparent: header("traceparent").as_deref().and_then(TraceParent::parse),
-            trace: RequestTrace::default(),
-        })
+        Ok(request_context(parts))
+    }
+}
+
+/// What the pipeline needs of an HTTP request's head.
+pub fn request_context(parts: &Parts) -> RequestContext {
+    let request_id = parts.extensions.get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default();
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    RequestContext {
+        request_id,
+        client_ip: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()),
+        authorization: header(header::AUTHORIZATION.as_str()),
+        end_user: header("x-switchyard-user"),
+        tags: header("x-switchyard-tags"),
+        traceparent: header("traceparent").as_deref().and_then(TraceParent::parse),
+        trace: RequestTrace::default(),
     }
 }
 

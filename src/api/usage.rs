@@ -78,24 +78,8 @@ pub async fn own_usage(State(gateway): State<Arc<Gateway>>, context: RequestCont
         let error = AuthError::Forbidden("/v1/usage describes a virtual key; the master key has no limits".into());
         return ApiError::from(error).into_response();
     };
-    let record = &key.record;
-    let budgets = gateway.limiter.budget_use(&format!("key:{}", record.id), &record.policy.budgets).await;
-    let filter = UsageFilter { key_id: Some(record.id.clone()), ..UsageFilter::default() };
-    let total = match gateway.store.usage(&filter, None).await {
-        Ok(totals) => totals.into_iter().next().unwrap_or_default(),
-        Err(error) => return ApiError::internal(format!("usage cannot be read: {error}")).into_response(),
-    };
-    Json(json!({
-        "key": { "id": record.id, "name": record.name, "team": record.team },
-        "limits": record.policy.limits,
-        "end_user_limits": record.policy.end_user_limits,
-        "budgets": budgets.into_iter().map(|(budget, used, resets_at)| json!({
-            "budget": budget,
-            "used": used,
-            "remaining": (budget.amount - used).max(0.0),
-            "resets_at": jiff::Timestamp::from_second(resets_at).map(|t| t.to_string()).unwrap_or_default(),
-        })).collect::<Vec<_>>(),
-        "total": total,
-    }))
-    .into_response()
+    match pipeline::views::key_usage(&gateway, key).await {
+        Ok(report) => Json(report).into_response(),
+        Err(error) => ApiError::internal(format!("usage cannot be read: {error}")).into_response(),
+    }
 }

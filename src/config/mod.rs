@@ -53,6 +53,18 @@ pub struct Config {
     pub failed_auth_per_minute: u64,
     pub audit: AuditConfig,
     pub telemetry: TelemetryConfig,
+    pub mcp: McpConfig,
+}
+
+/// The MCP endpoint's browser protections (DNS rebinding, cross-site requests).
+#[derive(Debug, Clone)]
+pub struct McpConfig {
+    /// `Host` values `/mcp` answers (with or without a port); `"*"`: any. Loopback names
+    /// by default: list the gateway's public name to serve it on a network.
+    pub allowed_hosts: Vec<String>,
+    /// `Origin` values a browser page may call `/mcp` from; empty: requests carrying an
+    /// `Origin` are not checked.
+    pub allowed_origins: Vec<String>,
 }
 
 /// The audit log's settings.
@@ -249,6 +261,8 @@ struct ConfigFile {
     audit: AuditSection,
     #[serde(default)]
     telemetry: TelemetrySection,
+    #[serde(default)]
+    mcp: McpSection,
 }
 
 #[derive(Deserialize)]
@@ -268,6 +282,22 @@ impl Default for AuditSection {
             retention_days: 0,
             content: ContentCapture::Off,
             writer_priority: WriterPriority::Low,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct McpSection {
+    allowed_hosts: Vec<EnvString>,
+    allowed_origins: Vec<EnvString>,
+}
+
+impl Default for McpSection {
+    fn default() -> Self {
+        McpSection {
+            allowed_hosts: ["localhost", "127.0.0.1", "::1"].map(|host| EnvString::from(host.to_owned())).into(),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -472,6 +502,10 @@ impl ConfigFile {
                 service_name: self.telemetry.service_name.to_string(),
                 sample_ratio: self.telemetry.sample_ratio.clamp(0.0, 1.0),
                 metrics_public: self.telemetry.metrics_public,
+            },
+            mcp: McpConfig {
+                allowed_hosts: self.mcp.allowed_hosts.iter().map(|host| host.to_string()).collect(),
+                allowed_origins: self.mcp.allowed_origins.iter().map(|origin| origin.to_string()).collect(),
             },
         })
     }

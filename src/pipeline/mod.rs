@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 mod answer;
 mod settle;
+pub mod views;
 
 use crate::audit::{AuditRecord, ContentCapture, FailedAttempt};
 use crate::auth::{self, AuthError, Principal};
@@ -34,7 +35,6 @@ use crate::protocol::ErrorEnvelope;
 use crate::protocol::parse::{self, InvalidRequest};
 use crate::providers::{ChatReply, ProviderError, RetryAfter, StreamEvent, WireAdapter};
 use crate::routing::fallback::{self, NextStep};
-use crate::routing::glob::Glob;
 use crate::routing::health::CallSlot;
 use crate::routing::privacy::{self, StreamRestorer};
 use crate::routing::redact::Redactions;
@@ -347,12 +347,11 @@ pub async fn authenticate(gateway: &Gateway, context: &RequestContext) -> Result
 
 /// A virtual key may be limited to some models and aliases.
 fn may_use_model(principal: &Principal, model: &str) -> Result<(), AuthError> {
-    let Some(key) = principal.key() else { return Ok(()) };
-    let allowed = &key.record.policy.models;
-    if allowed.is_empty() || allowed.iter().any(|pattern| Glob::new(pattern).matches(model)) {
+    if views::may_use(principal, model) {
         return Ok(());
     }
-    Err(AuthError::Forbidden(format!("this key may not use model `{model}`; it may use: {}", allowed.join(", "))))
+    let allowed = principal.key().map(|key| key.record.policy.models.join(", ")).unwrap_or_default();
+    Err(AuthError::Forbidden(format!("this key may not use model `{model}`; it may use: {allowed}")))
 }
 
 /// Phase 3: a virtual key's rate limits, and a reservation of the most this request can

@@ -7,6 +7,16 @@ use std::path::PathBuf;
 
 use crate::support::{MASTER_KEY, setup};
 
+/// The Python with the official SDKs (`.venv-test`, or SWITCHYARD_TEST_PYTHON); `None`
+/// when SWITCHYARD_SKIP_PYTHON=1 says to skip knowingly.
+pub fn python_with_sdks() -> Option<PathBuf> {
+    if std::env::var("SWITCHYARD_SKIP_PYTHON").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: SWITCHYARD_SKIP_PYTHON=1");
+        return None;
+    }
+    Some(python().expect("no Python with the SDKs: run scripts/test.sh (or set SWITCHYARD_TEST_PYTHON)"))
+}
+
 fn python() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("SWITCHYARD_TEST_PYTHON") {
         return Some(PathBuf::from(path));
@@ -17,11 +27,7 @@ fn python() -> Option<PathBuf> {
 
 #[tokio::test]
 async fn official_openai_python_sdk() {
-    if std::env::var("SWITCHYARD_SKIP_PYTHON").as_deref() == Ok("1") {
-        eprintln!("SKIPPED: SWITCHYARD_SKIP_PYTHON=1");
-        return;
-    }
-    let python = python().expect("no Python with the openai SDK: run scripts/test.sh (or set SWITCHYARD_TEST_PYTHON)");
+    let Some(python) = python_with_sdks() else { return };
     let (_mock, gateway) = setup().await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_sdk.py");
     let output = tokio::process::Command::new(python)

@@ -1,0 +1,78 @@
+//! The MCP front door: the gateway's own tools (`chat`, `list_models`, `explain_route`,
+//! `usage`) for desktop clients, served over Streamable HTTP at `/mcp` ([`http`]) and over
+//! stdio by `switchyard mcp` ([`stdio`]). Every tool call goes through the same pipeline
+//! as the HTTP API: the caller's key, its limits, routing and the audit log.
+
+pub mod http;
+pub mod stdio;
+mod tools;
+
+use std::sync::Arc;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult, PaginatedRequestParams,
+    ServerCapabilities, ServerConfig,
+};
+use rmcp::service::{RequestContext as McpContext, RoleServer};
+use rmcp::{ErrorData, ServerHandler};
+
+use crate::gateway::Gateway;
+use crate::pipeline::RequestContext;
+
+/// One MCP server over the gateway; cheap to clone (one per session or request).
+#[derive(Clone)]
+pub struct GatewayServer {
+    gateway: Arc<Gateway>,
+    /// Over stdio there are no HTTP headers: the key from `SWITCHYARD_API_KEY`.
+    stdio_key: Option<Arc<str>>,
+}
+
+impl GatewayServer {
+    pub fn new(gateway: Arc<Gateway>, stdio_key: Option<String>) -> GatewayServer {
+        GatewayServer { gateway, stdio_key: stdio_key.map(Arc::from) }
+    }
+
+    /// The request as the pipeline sees it: from the HTTP request that carried the MCP
+    /// message, or the stdio key.
+    fn context(&self, mcp: &McpContext<RoleServer>) -> RequestContext {
+        match mcp.extensions.get::<axum::http::request::Parts>() {
+            Some(parts) => crate::api::request_context(parts),
+            None => RequestContext {
+                request_id: crate::protocol::random_id("req_"),
+                authorization: self.stdio_key.as_ref().map(|key| format!("Bearer {key}")),
+                ..RequestContext::default()
+            },
+        }
+    }
+}
+
+impl ServerHandler for GatewayServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("switchyard", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "switchyard is an LLM gateway. `chat` sends a prompt to a model or alias through the gateway's \
+                 routing, limits and audit log; `list_models` shows what this key may use; `explain_route` shows \
+                 how a request would be routed; `usage` shows this key's limits, budgets and spend.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: McpContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let context = self.context(&context);
+        tools::authenticate(&self.gateway, &context).await?;
+        Ok(ListToolsResult::with_all_items(tools::definitions()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: McpContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let context = self.context(&context);
+        tools::call(&self.gateway, &context, request).await.map(Into::into)
+    }
+}

@@ -1,0 +1,175 @@
+//! The gateway's own MCP tools.
+
+use bytes::Bytes;
+use rmcp::ErrorData;
+use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, JsonObject, Tool, object};
+use serde_json::{Value, json};
+
+use crate::auth::{AuthError, Principal};
+use crate::gateway::Gateway;
+use crate::pipeline::{self, ChatOutput, PipelineError, RequestContext, views};
+
+/// The alias `chat` uses when the caller names no model.
+const DEFAULT_MODEL: &str = "auto";
+
+pub fn definitions() -> Vec<Tool> {
+    let messages = json!({
+        "type": "array",
+        "description": "OpenAI chat messages ({role, content}); instead of prompt, for a conversation",
+        "items": {"type": "object", "properties": {"role": {"type": "string"}, "content": {"type": "string"}},
+                  "required": ["role", "content"]}
+    });
+    let request = json!({
+        "type": "object",
+        "properties": {
+            "prompt": {"type": "string", "description": "The user's message"},
+            "messages": messages,
+            "model": {"type": "string", "description": "A model (provider/model) or alias; see list_models. Default: auto"},
+            "max_tokens": {"type": "integer", "minimum": 1}
+        }
+    });
+    vec![
+        Tool::new(
+            "chat",
+            "Ask a model through the gateway (its routing, limits and audit log apply). Returns the answer and which \
+             provider/model served it.",
+            object(request.clone()),
+        ),
+        Tool::new("list_models", "The models and aliases this key may use.", object(json!({"type": "object"}))),
+        Tool::new(
+            "explain_route",
+            "How the gateway would route a chat request (the rule, the candidates and why), without calling a model.",
+            object(request),
+        ),
+        Tool::new("usage", "This key's rate limits, budgets and what it has spent.", object(json!({"type": "object"}))),
+    ]
+}
+
+/// The caller behind the request, or an MCP error saying why not.
+pub async fn authenticate(gateway: &Gateway, context: &RequestContext) -> Result<Principal, ErrorData> {
+    pipeline::authenticate(gateway, context).await.map_err(|error| match error {
+        AuthError::Unavailable(_) | AuthError::TooManyFailures { .. } => {
+            ErrorData::internal_error(error.to_string(), None)
+        }
+        _ => ErrorData::invalid_request(error.to_string(), Some(json!({"status": 401}))),
+    })
+}
+
+pub async fn call(
+    gateway: &Gateway,
+    context: &RequestContext,
+    request: CallToolRequestParams,
+) -> Result<CallToolResult, ErrorData> {
+    let principal = authenticate(gateway, context).await?;
+    let arguments = request.arguments.unwrap_or_default();
+    let outcome = match request.name.as_ref() {
+        "chat" => chat(gateway, context, &arguments).await,
+        "list_models" => {
+            let models: Vec<String> = views::available_models(gateway)
+                .filter(|model| views::may_use(&principal, &model.id))
+                .map(|model| model.id)
+                .collect();
+            Ok(structured(json!({"models": models})))
+        }
+        "explain_route" => {
+            let body = chat_body(&arguments)?;
+            match views::explain_route(gateway, context, &principal, &body) {
+                Ok(trace) => Ok(structured(serde_json::to_value(trace).unwrap_or_default())),
+                Err(error) => Ok(failed(&error)),
+            }
+        }
+        "usage" => match principal.key() {
+            Some(key) => match views::key_usage(gateway, key).await {
+                Ok(report) => Ok(structured(report)),
+                Err(error) => Err(ErrorData::internal_error(format!("usage cannot be read: {error}"), None)),
+            },
+            None => Ok(CallToolResult::error(vec![ContentBlock::text(
+                "usage describes a virtual key; the master key has no limits",
+            )])),
+        },
+        other => Err(ErrorData::invalid_params(format!("no tool named `{other}`"), None)),
+    };
+    record_tool_call(gateway, context, &principal, request.name.as_ref(), &outcome);
+    outcome
+}
+
+/// `chat`: the request through the whole pipeline, answered in one piece.
+async fn chat(
+    gateway: &Gateway,
+    context: &RequestContext,
+    arguments: &JsonObject,
+) -> Result<CallToolResult, ErrorData> {
+    let body = chat_body(arguments)?;
+    let mut audit = gateway.audit.begin("chat", "mcp:chat", &context.request_id, context.client_ip);
+    match pipeline::chat(gateway, context, &body, &mut audit).await {
+        Ok((ChatOutput::Complete(answer), route)) => {
+            let completion: Value = serde_json::from_slice(&answer).unwrap_or_default();
+            let text = completion["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_owned();
+            let mut result = CallToolResult::success(vec![ContentBlock::text(text.clone())]);
+            result.structured_content =
+                Some(json!({"answer": text, "target": route.target, "rule": route.rule, "attempts": route.attempts}));
+            Ok(result)
+        }
+        Ok((ChatOutput::Stream(_), _)) => Err(ErrorData::internal_error("a stream where none was asked for", None)),
+        Err(error) => {
+            let result = failed(&error);
+            crate::api::record_refusal(gateway, context, audit, error);
+            Ok(result)
+        }
+    }
+}
+
+/// A chat completion request from the tool's arguments.
+fn chat_body(arguments: &JsonObject) -> Result<Bytes, ErrorData> {
+    let messages = match (arguments.get("messages"), arguments.get("prompt").and_then(Value::as_str)) {
+        (Some(messages), _) => messages.clone(),
+        (None, Some(prompt)) => json!([{"role": "user", "content": prompt}]),
+        (None, None) => return Err(ErrorData::invalid_params("give `prompt` or `messages`", None)),
+    };
+    let mut body = json!({
+        "model": arguments.get("model").and_then(Value::as_str).unwrap_or(DEFAULT_MODEL),
+        "messages": messages,
+    });
+    if let Some(max_tokens) = arguments.get("max_tokens") {
+        body["max_tokens"] = max_tokens.clone();
+    }
+    Ok(Bytes::from(body.to_string()))
+}
+
+fn structured(value: Value) -> CallToolResult {
+    let mut result = CallToolResult::success(vec![ContentBlock::text(value.to_string())]);
+    result.structured_content = Some(value);
+    result
+}
+
+/// A refusal the model should see and can act on (a limit, a policy, a bad request).
+fn failed(error: &PipelineError) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(error.to_string())])
+}
+
+/// Audit records for the tools that do not call a model (`chat` is recorded by the
+/// pipeline like any chat request).
+fn record_tool_call(
+    gateway: &Gateway,
+    context: &RequestContext,
+    principal: &Principal,
+    tool: &str,
+    outcome: &Result<CallToolResult, ErrorData>,
+) {
+    if tool == "chat" {
+        return;
+    }
+    let Some(mut record) = gateway.audit.begin("mcp", "mcp:tools/call", &context.request_id, context.client_ip) else {
+        return;
+    };
+    record.set_principal(principal);
+    record.action = Some(format!("tool.{tool}"));
+    record.tools = vec![tool.to_owned()];
+    record.status = match outcome {
+        Ok(result) if result.is_error != Some(true) => 200,
+        Ok(_) => 400,
+        Err(_) => 400,
+    };
+    record.outcome = Some(if record.status == 200 { "completed" } else { "failed" }.to_owned());
+    gateway.audit.record(&record);
+}

@@ -1,0 +1,67 @@
+//! The MCP front door with the official `mcp` Python SDK as the client: Streamable HTTP
+//! in both protocol generations (2026-07-28 via `server/discover`, 2025-11-25 via
+//! `initialize`), stdio through `switchyard mcp`, the `chat` tool answered by the mock
+//! LLM through the pipeline, a model the key may not use refused, a bad key rejected.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use crate::python_sdk::python_with_sdks;
+use crate::support::gateway::binary;
+use crate::support::{MASTER_KEY, UPSTREAM_KEY, client, get, send, setup};
+
+#[tokio::test]
+async fn official_mcp_python_sdk_over_http_and_stdio() {
+    let Some(python) = python_with_sdks() else { return };
+    let (_mock, gateway) = setup().await;
+    let created = send(
+        client()
+            .post(format!("{}/admin/keys", gateway.url))
+            .bearer_auth(MASTER_KEY)
+            .body(json!({"name": "mcp-test", "models": ["mockai/*"]}).to_string()),
+    )
+    .await
+    .json();
+    let key = created["key"].as_str().unwrap();
+    // `switchyard mcp` runs its own gateway in-process: the same config, its own data.
+    let stdio_data = tempfile::tempdir().unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/mcp_client.py");
+    let output = tokio::process::Command::new(python)
+        .arg(script)
+        .env("SWITCHYARD_MCP_URL", format!("{}/mcp", gateway.url))
+        .env("SWITCHYARD_API_KEY", key)
+        .env("SWITCHYARD_BINARY", binary())
+        .env("SWITCHYARD_STDIO_CONFIG", gateway.dir().join("config.toml"))
+        .env("SWITCHYARD_STDIO_KEY", MASTER_KEY)
+        .env("SWITCHYARD_MASTER_KEY", MASTER_KEY)
+        .env("SWITCHYARD_TEST_DATA_DIR", stdio_data.path())
+        .env("MOCKAI_KEY", UPSTREAM_KEY)
+        .output()
+        .await
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the MCP script failed:\n{stdout}\n{stderr}\n--- gateway log ---\n{}",
+        gateway.logs()
+    );
+    assert!(stdout.contains("all MCP checks passed"), "{stdout}");
+
+    // The tool calls went through the pipeline: chat records with the key, and the
+    // other tools recorded as MCP tool calls.
+    let mut records = Vec::new();
+    for _ in 0..300 {
+        records = get(&gateway, "/admin/audit?limit=1000").await.json()["data"].as_array().cloned().unwrap_or_default();
+        if records.iter().filter(|r| r["endpoint"] == "mcp:chat").count() >= 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let chats: Vec<_> = records.iter().filter(|r| r["endpoint"] == "mcp:chat").collect();
+    assert_eq!(chats.len(), 4, "two answered and two refused chat calls: {records:#?}");
+    assert!(chats.iter().all(|r| r["key_id"] == created["id"]));
+    assert_eq!(chats.iter().filter(|r| r["status"] == 403).count(), 2);
+    assert!(records.iter().any(|r| r["kind"] == "mcp" && r["action"] == "tool.list_models"));
+}
