@@ -16,6 +16,7 @@ use crate::store::{Store, StoreError, UsageWriter};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::otlp::Exporter;
 use crate::telemetry::trace::Tracer;
+use crate::tools::ToolRegistry;
 
 pub struct Gateway {
     pub config: Config,
@@ -32,6 +33,8 @@ pub struct Gateway {
     pub audit: Arc<Auditor>,
     pub metrics: Arc<Metrics>,
     pub tracer: Tracer,
+    /// Tools of the upstream MCP servers.
+    pub tools: ToolRegistry,
     /// Unix seconds at start; the `created` of models in `/v1/models`.
     pub started_at: u64,
 }
@@ -73,6 +76,7 @@ impl Gateway {
         let tracer = Tracer::new(exporter, config.telemetry.sample_ratio);
         let config = loaded.config;
         Ok(Gateway {
+            tools: ToolRegistry::start(&config.mcp.servers),
             metrics,
             tracer,
             registry,

@@ -95,6 +95,17 @@ impl Auditor {
         self.enabled.then(|| AuditRecord::new(kind, endpoint, request_id, client_ip))
     }
 
+    /// Content capture for `principal`: its key's setting, else its team's, else the
+    /// gateway's.
+    pub fn capture_for(&self, principal: &crate::auth::Principal) -> ContentCapture {
+        let key = principal.key();
+        key.and_then(|key| {
+            let team = key.team.as_ref().and_then(|team| team.policy.audit_content);
+            key.record.policy.audit_content.or(team)
+        })
+        .unwrap_or(self.content)
+    }
+
     pub fn stats(&self) -> AuditStats {
         let (generation, offset) = *self.signals.position.lock().unwrap_or_else(PoisonError::into_inner);
         AuditStats {

@@ -65,6 +65,8 @@ pub struct McpConfig {
     /// `Origin` values a browser page may call `/mcp` from; empty: requests carrying an
     /// `Origin` are not checked.
     pub allowed_origins: Vec<String>,
+    /// Upstream MCP servers whose tools the gateway offers.
+    pub servers: Vec<crate::tools::ServerSpec>,
 }
 
 /// The audit log's settings.
@@ -291,6 +293,7 @@ impl Default for AuditSection {
 struct McpSection {
     allowed_hosts: Vec<EnvString>,
     allowed_origins: Vec<EnvString>,
+    servers: Vec<Spanned<McpServerSection>>,
 }
 
 impl Default for McpSection {
@@ -298,8 +301,31 @@ impl Default for McpSection {
         McpSection {
             allowed_hosts: ["localhost", "127.0.0.1", "::1"].map(|host| EnvString::from(host.to_owned())).into(),
             allowed_origins: Vec::new(),
+            servers: Vec::new(),
         }
     }
+}
+
+/// `[[mcp.servers]]`: `command` (with `args`, `env`) for stdio, or `url` (with `headers`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct McpServerSection {
+    name: String,
+    command: Option<EnvString>,
+    #[serde(default)]
+    args: Vec<EnvString>,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, EnvString>,
+    url: Option<EnvString>,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, EnvString>,
+    #[serde(default = "default_tool_timeout_ms")]
+    timeout_ms: u64,
+    rpm_per_key: Option<u64>,
+}
+
+fn default_tool_timeout_ms() -> u64 {
+    30_000
 }
 
 #[derive(Deserialize)]
@@ -436,6 +462,44 @@ impl Default for LogSection {
 }
 
 impl ConfigFile {
+    /// `[[mcp.servers]]`, checked: valid unique names, one transport each.
+    fn mcp_servers(&self, file: &DataFile) -> Result<Vec<crate::tools::ServerSpec>, Problem> {
+        use crate::tools::{ServerSpec, Transport};
+        let mut specs: Vec<ServerSpec> = Vec::new();
+        for section in &self.mcp.servers {
+            let problem = |message: String| Problem::at_span(&file.path, &file.text, Some(section.span()), message);
+            let server = section.get_ref();
+            if !crate::tools::spec::valid_server_name(&server.name) {
+                return Err(problem(format!(
+                    "MCP server name {:?}: 1 to 32 letters, digits, `_` or `-` (it prefixes tool names)",
+                    server.name
+                )));
+            }
+            if specs.iter().any(|spec| spec.name == server.name) {
+                return Err(problem(format!("two MCP servers are named {:?}", server.name)));
+            }
+            let strings = |map: &std::collections::BTreeMap<String, EnvString>| {
+                map.iter().map(|(key, value)| (key.clone(), value.to_string())).collect()
+            };
+            let transport = match (&server.command, &server.url) {
+                (Some(command), None) => Transport::Stdio {
+                    command: command.to_string(),
+                    args: server.args.iter().map(|arg| arg.to_string()).collect(),
+                    env: strings(&server.env),
+                },
+                (None, Some(url)) => Transport::Http { url: url.to_string(), headers: strings(&server.headers) },
+                _ => return Err(problem(format!("MCP server {:?} needs `command` or `url`, not both", server.name))),
+            };
+            specs.push(ServerSpec {
+                name: server.name.clone(),
+                transport,
+                timeout: Duration::from_millis(server.timeout_ms.max(1)),
+                rpm_per_key: server.rpm_per_key,
+            });
+        }
+        Ok(specs)
+    }
+
     fn validate(&self, file: &DataFile, base_dir: Option<&Path>) -> Result<Config, Problem> {
         let listen_span = self.server.listen.span();
         let listen = self.server.listen.get_ref().parse::<SocketAddr>().map_err(|error| {
@@ -506,6 +570,7 @@ impl ConfigFile {
             mcp: McpConfig {
                 allowed_hosts: self.mcp.allowed_hosts.iter().map(|host| host.to_string()).collect(),
                 allowed_origins: self.mcp.allowed_origins.iter().map(|origin| origin.to_string()).collect(),
+                servers: self.mcp_servers(file)?,
             },
         })
     }

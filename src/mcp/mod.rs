@@ -1,7 +1,8 @@
 //! The MCP front door: the gateway's own tools (`chat`, `list_models`, `explain_route`,
-//! `usage`) for desktop clients, served over Streamable HTTP at `/mcp` ([`http`]) and over
-//! stdio by `switchyard mcp` ([`stdio`]). Every tool call goes through the same pipeline
-//! as the HTTP API: the caller's key, its limits, routing and the audit log.
+//! `usage`) and the tools of the upstream MCP servers a key may use (`server__tool`, from
+//! [`crate::tools`]), served over Streamable HTTP at `/mcp` ([`http`]) and over stdio by
+//! `switchyard mcp` ([`stdio`]). Every call goes through the caller's key, its limits and
+//! the audit log; `chat` through the whole pipeline, as on the HTTP API.
 
 pub mod http;
 pub mod stdio;
@@ -11,9 +12,9 @@ use std::sync::Arc;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult, PaginatedRequestParams,
-    ServerCapabilities, ServerConfig,
+    ServerCapabilities, ServerConfig, SubscriptionFilter,
 };
-use rmcp::service::{RequestContext as McpContext, RoleServer};
+use rmcp::service::{RequestContext as McpContext, RoleServer, SubscriptionContext};
 use rmcp::{ErrorData, ServerHandler};
 
 use crate::gateway::Gateway;
@@ -48,7 +49,7 @@ impl GatewayServer {
 
 impl ServerHandler for GatewayServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build())
             .with_server_info(Implementation::new("switchyard", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "switchyard is an LLM gateway. `chat` sends a prompt to a model or alias through the gateway's \
@@ -63,8 +64,8 @@ impl ServerHandler for GatewayServer {
         context: McpContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let context = self.context(&context);
-        tools::authenticate(&self.gateway, &context).await?;
-        Ok(ListToolsResult::with_all_items(tools::definitions()))
+        let principal = tools::authenticate(&self.gateway, &context).await?;
+        Ok(ListToolsResult::with_all_items(tools::visible(&self.gateway, &principal)))
     }
 
     async fn call_tool(
@@ -74,5 +75,24 @@ impl ServerHandler for GatewayServer {
     ) -> Result<CallToolResponse, ErrorData> {
         let context = self.context(&context);
         tools::call(&self.gateway, &context, request).await.map(Into::into)
+    }
+
+    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+        Some(requested.supported_by(&self.get_info().capabilities))
+    }
+
+    /// A 2026-07-28 client's `subscriptions/listen`: told whenever upstream tools
+    /// appear, change or disappear.
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        loop {
+            tokio::select! {
+                () = context.cancelled() => return Ok(()),
+                () = self.gateway.tools.changes.notified() => {
+                    if context.sink().notify_tool_list_changed().await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
     }
 }

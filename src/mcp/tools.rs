@@ -1,18 +1,44 @@
-//! The gateway's own MCP tools.
+//! The tools MCP clients see: the gateway's own, and the upstream servers' ones the
+//! caller's key allows.
 
 use bytes::Bytes;
 use rmcp::ErrorData;
-use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, JsonObject, Tool, object};
+use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, JsonObject, ResultType, Tool, object};
 use serde_json::{Value, json};
 
+use crate::audit::ContentCapture;
 use crate::auth::{AuthError, Principal};
 use crate::gateway::Gateway;
+use crate::limits::spec::Limits;
 use crate::pipeline::{self, ChatOutput, PipelineError, RequestContext, views};
+use crate::routing::glob::Glob;
+use crate::tools::CallError;
 
 /// The alias `chat` uses when the caller names no model.
 const DEFAULT_MODEL: &str = "auto";
 
-pub fn definitions() -> Vec<Tool> {
+/// The gateway's tools, then the upstream tools this caller may use, in a stable order.
+pub fn visible(gateway: &Gateway, principal: &Principal) -> Vec<Tool> {
+    let mut tools = definitions();
+    tools.extend(gateway.tools.tools().into_iter().filter(|tool| may_call(principal, &tool.name)));
+    tools
+}
+
+const GATEWAY_TOOLS: [&str; 4] = ["chat", "list_models", "explain_route", "usage"];
+
+/// Upstream tools need the key's `tools` globs to allow them; the master key may use all.
+/// The gateway's own tools are open to every key: they are the HTTP API's reach.
+fn may_call(principal: &Principal, tool: &str) -> bool {
+    if GATEWAY_TOOLS.contains(&tool) {
+        return true;
+    }
+    match principal.key() {
+        None => true,
+        Some(key) => key.record.policy.tools.iter().any(|pattern| Glob::new(pattern).matches(tool)),
+    }
+}
+
+fn definitions() -> Vec<Tool> {
     let messages = json!({
         "type": "array",
         "description": "OpenAI chat messages ({role, content}); instead of prompt, for a conversation",
@@ -87,9 +113,70 @@ pub async fn call(
                 "usage describes a virtual key; the master key has no limits",
             )])),
         },
-        other => Err(ErrorData::invalid_params(format!("no tool named `{other}`"), None)),
+        upstream => return call_upstream(gateway, context, &principal, upstream, arguments).await,
     };
-    record_tool_call(gateway, context, &principal, request.name.as_ref(), &outcome);
+    record_tool_call(gateway, context, &principal, request.name.as_ref(), &outcome, None);
+    outcome
+}
+
+/// A tool of an upstream MCP server: the key's permission, its per-tool rate limit, the
+/// call with the server's timeout, and an audit record whatever happens.
+async fn call_upstream(
+    gateway: &Gateway,
+    context: &RequestContext,
+    principal: &Principal,
+    name: &str,
+    arguments: JsonObject,
+) -> Result<CallToolResult, ErrorData> {
+    let started = std::time::Instant::now();
+    let capture = gateway.audit.capture_for(principal);
+    let audited = |outcome: &Result<CallToolResult, ErrorData>| {
+        let arguments = match capture {
+            ContentCapture::Off => None,
+            ContentCapture::Redacted => {
+                let detector = &gateway.router.policy().detector;
+                Some(Value::String(crate::routing::privacy::redacted(
+                    &Value::Object(arguments.clone()).to_string(),
+                    detector,
+                )))
+            }
+            ContentCapture::Full => Some(Value::Object(arguments.clone())),
+        };
+        record_tool_call(gateway, context, principal, name, outcome, Some((started.elapsed(), arguments)));
+    };
+    let Some(server) = gateway.tools.server_of(name) else {
+        let outcome = Err(ErrorData::invalid_params(format!("no tool named `{name}`"), None));
+        audited(&outcome);
+        return outcome;
+    };
+    if !may_call(principal, name) {
+        let outcome = Err(ErrorData::invalid_request(
+            format!("this key may not use tool `{name}`"),
+            Some(json!({"status": 403})),
+        ));
+        audited(&outcome);
+        return outcome;
+    }
+    if let (Some(rpm), Some(key)) = (server.rpm_per_key, principal.key()) {
+        let limits = Limits { rpm: Some(rpm), tpm: None, concurrent: None };
+        if let Err(refused) =
+            gateway.limiter.admit_deployment(&format!("tool:{name}:key:{}", key.record.id), limits, 0).await
+        {
+            let outcome = Ok(CallToolResult::error(vec![ContentBlock::text(refused.to_string())]));
+            audited(&outcome);
+            return outcome;
+        }
+    }
+    let outcome = match gateway.tools.call(name, Some(arguments.clone())).await {
+        // An older upstream revision leaves out `resultType`, which current clients need.
+        Ok(mut result) => {
+            result.result_type.get_or_insert(ResultType::COMPLETE);
+            Ok(result)
+        }
+        Err(CallError::Unknown(name)) => Err(ErrorData::invalid_params(format!("no tool named `{name}`"), None)),
+        Err(CallError::Unavailable(why)) => Ok(CallToolResult::error(vec![ContentBlock::text(why)])),
+    };
+    audited(&outcome);
     outcome
 }
 
@@ -148,13 +235,15 @@ fn failed(error: &PipelineError) -> CallToolResult {
 }
 
 /// Audit records for the tools that do not call a model (`chat` is recorded by the
-/// pipeline like any chat request).
+/// pipeline like any chat request). `call`: an upstream call's duration and captured
+/// arguments.
 fn record_tool_call(
     gateway: &Gateway,
     context: &RequestContext,
     principal: &Principal,
     tool: &str,
     outcome: &Result<CallToolResult, ErrorData>,
+    call: Option<(std::time::Duration, Option<Value>)>,
 ) {
     if tool == "chat" {
         return;
@@ -165,11 +254,23 @@ fn record_tool_call(
     record.set_principal(principal);
     record.action = Some(format!("tool.{tool}"));
     record.tools = vec![tool.to_owned()];
+    record.end_user = context.end_user.clone();
     record.status = match outcome {
         Ok(result) if result.is_error != Some(true) => 200,
-        Ok(_) => 400,
-        Err(_) => 400,
+        Ok(_) => 502,
+        Err(error) => error.data.as_ref().and_then(|data| data["status"].as_u64()).unwrap_or(400) as u16,
     };
     record.outcome = Some(if record.status == 200 { "completed" } else { "failed" }.to_owned());
+    record.error = match outcome {
+        Ok(result) if result.is_error == Some(true) => {
+            result.content.first().and_then(|content| content.as_text()).map(|text| text.text.clone())
+        }
+        Err(error) => Some(error.message.to_string()),
+        Ok(_) => None,
+    };
+    if let Some((elapsed, arguments)) = call {
+        record.latency_ms = Some(elapsed.as_millis() as u64);
+        record.prompt = arguments;
+    }
     gateway.audit.record(&record);
 }

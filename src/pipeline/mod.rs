@@ -451,17 +451,11 @@ impl<Reply> Dispatched<Reply> {
         asked: Asked,
         plan: &Plan,
     ) -> (Reply, Settlement) {
-        let key = principal.key();
         let capture = match &audit {
             None => ContentCapture::Off,
-            Some(_) => key
-                .and_then(|key| {
-                    let team = key.team.as_ref().and_then(|team| team.policy.audit_content);
-                    key.record.policy.audit_content.or(team)
-                })
-                .unwrap_or(gateway.audit.content),
+            Some(_) => gateway.audit.capture_for(principal),
         };
-        let key = key.map(|key| &key.record);
+        let key = principal.key().map(|key| &key.record);
         let settlement = Settlement {
             request_id: context.request_id.clone(),
             target: self.target,

@@ -8,7 +8,9 @@ use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber; `RUST_LOG` overrides the configured level.
 pub fn init(config: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+    // rmcp logs every MCP request at info; its warnings are what operators need.
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("rmcp=warn,{}", config.level)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

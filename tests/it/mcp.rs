@@ -65,3 +65,74 @@ async fn official_mcp_python_sdk_over_http_and_stdio() {
     assert_eq!(chats.iter().filter(|r| r["status"] == 403).count(), 2);
     assert!(records.iter().any(|r| r["kind"] == "mcp" && r["action"] == "tool.list_models"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_mcp_servers_are_aggregated_filtered_and_restarted() {
+    let Some(python) = python_with_sdks() else { return };
+    let mock = crate::support::MockUpstream::start().await;
+    let scripts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python");
+    // The HTTP upstream: the same SDK server on a port of its own.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut http_upstream = tokio::process::Command::new(&python)
+        .arg(scripts.join("upstream_server.py"))
+        .args(["--http", &port.to_string()])
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the HTTP upstream");
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("calc.pid");
+    crate::support::gateway::write_config(dir.path(), &mock.url);
+    let servers = format!(
+        "\n[[mcp.servers]]\nname = \"calc\"\ncommand = {python:?}\nargs = [{script:?}]\nenv = {{ UPSTREAM_PID_FILE = {pid:?} }}\n\
+         \n[[mcp.servers]]\nname = \"web\"\nurl = \"http://127.0.0.1:{port}/mcp\"\nheaders = {{ Authorization = \"Bearer ${{WEB_TOKEN:-none}}\" }}\n",
+        python = python.display().to_string(),
+        script = scripts.join("upstream_server.py").display().to_string(),
+        pid = pid_file.display().to_string(),
+    );
+    let config = dir.path().join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}{servers}")).unwrap();
+    let gateway = crate::support::Gateway::spawn(dir, &[("SWITCHYARD_MASTER_KEY", MASTER_KEY)]);
+    let created = send(
+        client()
+            .post(format!("{}/admin/keys", gateway.url))
+            .bearer_auth(MASTER_KEY)
+            .body(json!({"name": "calc-only", "tools": ["calc__*"]}).to_string()),
+    )
+    .await
+    .json();
+
+    let output = tokio::process::Command::new(&python)
+        .arg(scripts.join("mcp_upstreams.py"))
+        .env("SWITCHYARD_MCP_URL", format!("{}/mcp", gateway.url))
+        .env("SWITCHYARD_API_KEY", created["key"].as_str().unwrap())
+        .env("SWITCHYARD_MASTER_KEY", MASTER_KEY)
+        .env("UPSTREAM_PID_FILE", &pid_file)
+        .output()
+        .await
+        .expect("run python");
+    let _ = http_upstream.kill().await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("all upstream checks passed"),
+        "the upstream script failed:\n{stdout}\n{stderr}\n--- gateway log ---\n{}",
+        gateway.logs()
+    );
+
+    // Every upstream call is audited, the refused one too.
+    let mut records = Vec::new();
+    for _ in 0..300 {
+        records = get(&gateway, "/admin/audit?limit=1000").await.json()["data"].as_array().cloned().unwrap_or_default();
+        if records.iter().any(|r| r["action"] == "tool.web__add" && r["status"] == 403) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let refused = records.iter().find(|r| r["action"] == "tool.web__add" && r["status"] == 403);
+    assert!(refused.is_some_and(|r| r["key_id"] == created["id"]), "{records:#?}");
+    let added = records.iter().find(|r| r["action"] == "tool.calc__add" && r["status"] == 200).unwrap();
+    assert!(added["latency_ms"].as_u64().is_some());
+}
