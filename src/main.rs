@@ -56,8 +56,8 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Serve MCP over stdio, for clients that launch a command (Claude Desktop). The
-    /// gateway runs in this process on the config; the caller is the key in
-    /// SWITCHYARD_API_KEY.
+    /// gateway runs in this process on the config, or, with SWITCHYARD_URL set, this
+    /// process relays to the gateway there; the caller is the key in SWITCHYARD_API_KEY.
     Mcp {
         /// Config file. Default: config/dev.toml, or the built-in copy if it does not exist.
         #[arg(long, env = "SWITCHYARD_CONFIG", value_name = "PATH")]
@@ -137,10 +137,23 @@ fn main() -> ExitCode {
             switchyard::server::serve(gateway, listen).await.map_err(|error| error.to_string())
         }),
         Command::Check { config } => check(config),
-        Command::Mcp { config } => with_gateway(config, |gateway| async move {
+        Command::Mcp { config } => {
             let key = std::env::var("SWITCHYARD_API_KEY").ok().filter(|key| !key.trim().is_empty());
-            switchyard::mcp::stdio::serve(gateway, key).await
-        }),
+            match std::env::var("SWITCHYARD_URL").ok().filter(|url| !url.trim().is_empty()) {
+                // A gateway elsewhere: this process only relays stdio to its /mcp.
+                Some(url) => match runtime() {
+                    Some(runtime) => match runtime.block_on(switchyard::mcp::stdio::relay(&url, key)) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(error) => {
+                            eprintln!("switchyard: {error}");
+                            ExitCode::FAILURE
+                        }
+                    },
+                    None => ExitCode::FAILURE,
+                },
+                None => with_gateway(config, |gateway| switchyard::mcp::stdio::serve(gateway, key)),
+            }
+        }
         Command::Keys { config, action } => keys(config, action),
         Command::Audit { config, action } => audit(config, action),
     }
@@ -370,6 +383,23 @@ fn check(config_path: Option<PathBuf>) -> ExitCode {
     );
     for line in missing_keys {
         println!("{line}");
+    }
+    if loaded.config.mcp.servers.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    // Upstream MCP servers: connected once, so unreachable ones and renamed tools show.
+    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+    for spec in &loaded.config.mcp.servers {
+        match runtime.block_on(switchyard::tools::probe(spec)) {
+            Ok((tools, collisions)) => {
+                println!("  MCP server {}: {tools} tools", spec.name);
+                for collision in collisions {
+                    println!("  MCP server {}: {collision}", spec.name);
+                }
+            }
+            // Not a config error: the gateway keeps retrying a server that is down.
+            Err(error) => println!("  MCP server {}: unreachable now ({error})", spec.name),
+        }
     }
     ExitCode::SUCCESS
 }

@@ -15,3 +15,4 @@ mod upstream;
 pub use naming::exposed_name;
 pub use registry::{CallError, ToolRegistry};
 pub use spec::{ServerSpec, Transport};
+pub use upstream::probe;

@@ -145,45 +145,64 @@ impl Upstream {
     }
 
     async fn connect(&self, changed: Arc<Notify>) -> Result<Connection, String> {
-        let listener = Listener { changed };
-        match &self.spec.transport {
-            Transport::Stdio { command, args, env } => {
-                let mut child = tokio::process::Command::new(command);
-                child.args(args).envs(env).kill_on_drop(true);
-                let transport =
-                    TokioChildProcess::new(child).map_err(|error| format!("cannot start `{command}`: {error}"))?;
-                listener.serve(transport).await.map_err(|error| error.to_string())
-            }
-            Transport::Http { url, headers } => {
-                let mut custom = std::collections::HashMap::new();
-                for (name, value) in headers {
-                    let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                        .map_err(|_| format!("header name {name:?} is invalid"))?;
-                    let mut value = reqwest::header::HeaderValue::from_str(value)
-                        .map_err(|_| format!("the value of header {name} is invalid"))?;
-                    value.set_sensitive(true);
-                    custom.insert(name, value);
-                }
-                let config = StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(custom);
-                let transport = StreamableHttpClientTransport::from_config(config);
-                listener.serve(transport).await.map_err(|error| error.to_string())
-            }
-        }
+        connect(&self.spec, Listener { changed }).await
     }
 
     async fn list(&self, connection: &Connection) -> Result<Vec<Exposed>, String> {
-        let tools = connection.list_all_tools().await.map_err(|error| format!("tools/list failed: {error}"))?;
-        let originals: Vec<String> = tools.iter().map(|tool| tool.name.to_string()).collect();
-        let (names, collisions) = naming::assign(&self.spec.name, &originals);
-        for collision in collisions {
-            tracing::warn!(server = %self.spec.name, "{collision}");
-        }
-        let mut exposed: Vec<Exposed> = tools
-            .into_iter()
-            .zip(names)
-            .map(|(tool, name)| Exposed { original: tool.name.to_string(), name, tool })
-            .collect();
-        exposed.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(exposed)
+        list(&self.spec, connection).await
     }
+}
+
+/// Connects once, lists the tools and disconnects: what `switchyard check` reports.
+/// Returns the number of tools and any names that had to be changed to stay unique.
+pub async fn probe(spec: &ServerSpec) -> Result<(usize, Vec<String>), String> {
+    let connection = connect(spec, Listener { changed: Arc::new(Notify::new()) }).await?;
+    let tools = connection.list_all_tools().await.map_err(|error| format!("tools/list failed: {error}"))?;
+    let originals: Vec<String> = tools.iter().map(|tool| tool.name.to_string()).collect();
+    let (_, collisions) = naming::assign(&spec.name, &originals);
+    let _ = connection.cancel().await;
+    Ok((originals.len(), collisions))
+}
+
+async fn connect(spec: &ServerSpec, listener: Listener) -> Result<Connection, String> {
+    match &spec.transport {
+        Transport::Stdio { command, args, env } => {
+            let mut child = tokio::process::Command::new(command);
+            child.args(args).envs(env).kill_on_drop(true);
+            let transport =
+                TokioChildProcess::new(child).map_err(|error| format!("cannot start `{command}`: {error}"))?;
+            listener.serve(transport).await.map_err(|error| error.to_string())
+        }
+        Transport::Http { url, headers } => {
+            let mut custom = std::collections::HashMap::new();
+            for (name, value) in headers {
+                let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("header name {name:?} is invalid"))?;
+                let mut value = reqwest::header::HeaderValue::from_str(value)
+                    .map_err(|_| format!("the value of header {name} is invalid"))?;
+                value.set_sensitive(true);
+                custom.insert(name, value);
+            }
+            let config = StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(custom);
+            let transport = StreamableHttpClientTransport::from_config(config);
+            listener.serve(transport).await.map_err(|error| error.to_string())
+        }
+    }
+}
+
+/// The server's tools with the names clients see, sorted by them.
+async fn list(spec: &ServerSpec, connection: &Connection) -> Result<Vec<Exposed>, String> {
+    let tools = connection.list_all_tools().await.map_err(|error| format!("tools/list failed: {error}"))?;
+    let originals: Vec<String> = tools.iter().map(|tool| tool.name.to_string()).collect();
+    let (names, collisions) = naming::assign(&spec.name, &originals);
+    for collision in collisions {
+        tracing::warn!(server = %spec.name, "{collision}");
+    }
+    let mut exposed: Vec<Exposed> = tools
+        .into_iter()
+        .zip(names)
+        .map(|(tool, name)| Exposed { original: tool.name.to_string(), name, tool })
+        .collect();
+    exposed.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(exposed)
 }

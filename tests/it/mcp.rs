@@ -30,6 +30,7 @@ async fn official_mcp_python_sdk_over_http_and_stdio() {
     let output = tokio::process::Command::new(python)
         .arg(script)
         .env("SWITCHYARD_MCP_URL", format!("{}/mcp", gateway.url))
+        .env("SWITCHYARD_GATEWAY_URL", &gateway.url)
         .env("SWITCHYARD_API_KEY", key)
         .env("SWITCHYARD_BINARY", binary())
         .env("SWITCHYARD_STDIO_CONFIG", gateway.dir().join("config.toml"))
@@ -54,15 +55,15 @@ async fn official_mcp_python_sdk_over_http_and_stdio() {
     let mut records = Vec::new();
     for _ in 0..300 {
         records = get(&gateway, "/admin/audit?limit=1000").await.json()["data"].as_array().cloned().unwrap_or_default();
-        if records.iter().filter(|r| r["endpoint"] == "mcp:chat").count() >= 4 {
+        if records.iter().filter(|r| r["endpoint"] == "mcp:chat").count() >= 6 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let chats: Vec<_> = records.iter().filter(|r| r["endpoint"] == "mcp:chat").collect();
-    assert_eq!(chats.len(), 4, "two answered and two refused chat calls: {records:#?}");
+    assert_eq!(chats.len(), 6, "three answered and three refused chat calls (HTTP twice, relay): {records:#?}");
     assert!(chats.iter().all(|r| r["key_id"] == created["id"]));
-    assert_eq!(chats.iter().filter(|r| r["status"] == 403).count(), 2);
+    assert_eq!(chats.iter().filter(|r| r["status"] == 403).count(), 3);
     assert!(records.iter().any(|r| r["kind"] == "mcp" && r["action"] == "tool.list_models"));
 }
 
@@ -135,4 +136,16 @@ async fn upstream_mcp_servers_are_aggregated_filtered_and_restarted() {
     assert!(refused.is_some_and(|r| r["key_id"] == created["id"]), "{records:#?}");
     let added = records.iter().find(|r| r["action"] == "tool.calc__add" && r["status"] == 200).unwrap();
     assert!(added["latency_ms"].as_u64().is_some());
+
+    // `switchyard check` connects to each server and reports the renamed tool.
+    let check = std::process::Command::new(binary())
+        .args(["check", "--config", "config.toml"])
+        .current_dir(gateway.dir())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{report}");
+    assert!(report.contains("MCP server calc: 4 tools"), "{report}");
+    assert!(report.contains("`tell_time` of calc is exposed as `calc__tell_time_2`"), "{report}");
+    assert!(report.contains("MCP server web: unreachable now"), "the HTTP upstream was stopped: {report}");
 }

@@ -2,7 +2,8 @@
 other MCP clients do. Run by tests/it/mcp.rs, which starts the gateway and the mock LLM.
 
 Env: SWITCHYARD_MCP_URL (http://host:port/mcp), SWITCHYARD_API_KEY (a virtual key),
-SWITCHYARD_BINARY and SWITCHYARD_STDIO_CONFIG plus SWITCHYARD_STDIO_KEY (for `switchyard mcp`).
+SWITCHYARD_BINARY and SWITCHYARD_STDIO_CONFIG plus SWITCHYARD_STDIO_KEY (for `switchyard mcp`
+in-process), SWITCHYARD_GATEWAY_URL (for `switchyard mcp` relaying to the gateway).
 """
 
 import asyncio
@@ -69,6 +70,21 @@ async def main():
         answer = await client.call_tool("chat", {"messages": [{"role": "user", "content": "Hi"}], "model": "mockai/gpt-mock"})
         assert answer.content[0].text == "Hello from the mock!", answer
         print(f"stdio: ok ({client.protocol_version})")
+
+    # `switchyard mcp` relaying to this gateway (SWITCHYARD_URL), as the virtual key.
+    relay = StdioServerParameters(
+        command=os.environ["SWITCHYARD_BINARY"],
+        args=["mcp"],
+        env={**os.environ, "SWITCHYARD_URL": os.environ["SWITCHYARD_GATEWAY_URL"], "SWITCHYARD_API_KEY": KEY},
+    )
+    async with Client(relay) as client:
+        tools = {tool.name for tool in (await client.list_tools()).tools}
+        assert GATEWAY_TOOLS <= tools, tools
+        answer = await client.call_tool("chat", {"prompt": "Hi", "model": "mockai/gpt-mock"})
+        assert answer.content[0].text == "Hello from the mock!", answer
+        refused = await client.call_tool("chat", {"prompt": "hi", "model": "local/llama-mock"})
+        assert refused.is_error, refused
+        print(f"stdio relay to the gateway: ok ({client.protocol_version})")
     print("all MCP checks passed")
 
 

@@ -43,7 +43,9 @@ async def main():
         listed = await names(admin)
         upstream = [name for name in listed if "__" in name]
         assert upstream == sorted(upstream), f"a stable order: {listed}"
-        assert "calc__tell_time" in listed, listed
+        assert "calc__tell_time" in listed and "calc__tell_time_2" in listed, listed
+        dotted = await admin.call_tool("calc__tell_time", {})
+        assert dotted.structured_content["result"] == "noon", dotted
         assert (await admin.call_tool("web__add", {"a": 40, "b": 2})).structured_content["result"] == 42
 
     async with connect(os.environ["SWITCHYARD_API_KEY"]) as client:

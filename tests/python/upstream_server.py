@@ -24,9 +24,15 @@ def echo(text: str) -> str:
 
 
 @server.tool(name="tell.time")
-def tell_time() -> str:
+def tell_time_dotted() -> str:
     """A name with a dot, which the gateway must rename for clients."""
     return "noon"
+
+
+@server.tool(name="tell_time")
+def tell_time() -> str:
+    """Collides with tell.time once that is renamed: the gateway must keep both apart."""
+    return "twelve"
 
 
 if __name__ == "__main__":
