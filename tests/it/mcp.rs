@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use crate::python_sdk::python_with_sdks;
+use crate::python_sdk::{assert_script_passed, python_with_sdks};
 use crate::support::gateway::binary;
 use crate::support::{MASTER_KEY, UPSTREAM_KEY, client, get, send, setup};
 
@@ -41,14 +41,7 @@ async fn official_mcp_python_sdk_over_http_and_stdio() {
         .output()
         .await
         .expect("run python");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the MCP script failed:\n{stdout}\n{stderr}\n--- gateway log ---\n{}",
-        gateway.logs()
-    );
-    assert!(stdout.contains("all MCP checks passed"), "{stdout}");
+    assert_script_passed(&output, "all MCP checks passed", &gateway);
 
     // The tool calls went through the pipeline: chat records with the key, and the
     // other tools recorded as MCP tool calls.
@@ -115,13 +108,7 @@ async fn upstream_mcp_servers_are_aggregated_filtered_and_restarted() {
         .await
         .expect("run python");
     let _ = http_upstream.kill().await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains("all upstream checks passed"),
-        "the upstream script failed:\n{stdout}\n{stderr}\n--- gateway log ---\n{}",
-        gateway.logs()
-    );
+    assert_script_passed(&output, "all upstream checks passed", &gateway);
 
     // Every upstream call is audited, the refused one too.
     let mut records = Vec::new();

@@ -37,12 +37,17 @@ async fn official_openai_python_sdk() {
         .output()
         .await
         .expect("run python");
+    assert_script_passed(&output, "all SDK checks passed", &gateway);
+}
+
+/// A test script exited 0 and printed `marker`; otherwise its output and the gateway's
+/// log make the failure message.
+pub fn assert_script_passed(output: &std::process::Output, marker: &str, gateway: &crate::support::Gateway) {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        output.status.success(),
-        "the SDK script failed:\n{stdout}\n{stderr}\n--- gateway log ---\n{}",
+        output.status.success() && stdout.contains(marker),
+        "the script failed:\n{stdout}\n{stderr}\n--- gateway log ---\n{}",
         gateway.logs()
     );
-    assert!(stdout.contains("all SDK checks passed"), "{stdout}");
 }
