@@ -162,7 +162,9 @@ async fn call_upstream(
         if let Err(refused) =
             gateway.limiter.admit_deployment(&format!("tool:{name}:key:{}", key.record.id), limits, 0).await
         {
-            let outcome = Ok(CallToolResult::error(vec![ContentBlock::text(refused.to_string())]));
+            let mut limited = CallToolResult::error(vec![ContentBlock::text(refused.to_string())]);
+            limited.structured_content = Some(json!({"status": 429, "error": refused.to_string()}));
+            let outcome = Ok(limited);
             audited(&outcome);
             return outcome;
         }
@@ -257,7 +259,8 @@ fn record_tool_call(
     record.end_user = context.end_user.clone();
     record.status = match outcome {
         Ok(result) if result.is_error != Some(true) => 200,
-        Ok(_) => 502,
+        // A refusal of ours says its status; an upstream's error is a bad gateway.
+        Ok(result) => result.structured_content.as_ref().and_then(|data| data["status"].as_u64()).unwrap_or(502) as u16,
         Err(error) => error.data.as_ref().and_then(|data| data["status"].as_u64()).unwrap_or(400) as u16,
     };
     record.outcome = Some(if record.status == 200 { "completed" } else { "failed" }.to_owned());

@@ -79,7 +79,7 @@ async fn upstream_mcp_servers_are_aggregated_filtered_and_restarted() {
     let pid_file = dir.path().join("calc.pid");
     crate::support::gateway::write_config(dir.path(), &mock.url);
     let servers = format!(
-        "\n[[mcp.servers]]\nname = \"calc\"\ncommand = {python:?}\nargs = [{script:?}]\nenv = {{ UPSTREAM_PID_FILE = {pid:?} }}\n\
+        "\n[[mcp.servers]]\nname = \"calc\"\ncommand = {python:?}\nargs = [{script:?}]\nenv = {{ UPSTREAM_PID_FILE = {pid:?} }}\nrpm_per_key = 3\n\
          \n[[mcp.servers]]\nname = \"web\"\nurl = \"http://127.0.0.1:{port}/mcp\"\nheaders = {{ Authorization = \"Bearer ${{WEB_TOKEN:-none}}\" }}\n",
         python = python.display().to_string(),
         script = scripts.join("upstream_server.py").display().to_string(),
@@ -123,6 +123,7 @@ async fn upstream_mcp_servers_are_aggregated_filtered_and_restarted() {
     assert!(refused.is_some_and(|r| r["key_id"] == created["id"]), "{records:#?}");
     let added = records.iter().find(|r| r["action"] == "tool.calc__add" && r["status"] == 200).unwrap();
     assert!(added["latency_ms"].as_u64().is_some());
+    assert!(records.iter().any(|r| r["action"] == "tool.calc__echo" && r["status"] == 429), "{records:#?}");
 
     // `switchyard check` connects to each server and reports the renamed tool.
     let check = std::process::Command::new(binary())

@@ -61,7 +61,12 @@ async def main():
             raise
         except Exception as error:
             assert "may not use tool" in str(error), error
-        print("upstream tools: aggregated, filtered, forbidden one refused")
+        # rpm_per_key = 3 on calc: a key's fourth call to one tool within the minute is refused.
+        for _ in range(3):
+            assert not (await client.call_tool("calc__echo", {"text": "x"})).is_error
+        limited = await client.call_tool("calc__echo", {"text": "x"})
+        assert limited.is_error and "rate limit" in limited.content[0].text, limited
+        print("upstream tools: aggregated, filtered, forbidden one refused, rate-limited per key and tool")
 
     async with connect(os.environ["SWITCHYARD_MASTER_KEY"]) as admin:
         with open(os.environ["UPSTREAM_PID_FILE"]) as f:
