@@ -58,25 +58,40 @@ pub fn spawn(
     })
 }
 
-/// The writer's own database connection; retried while the database is unreachable.
+/// The writer's own database connection; retried while the database is unreachable,
+/// and given up on, like a write, [`SHUTDOWN_PATIENCE`] after shutdown begins.
 async fn connect(storage: &StorageConfig, signals: &Signals) -> Option<Store> {
     let mut failures = 0u32;
+    let mut stop_deadline: Option<Instant> = None;
     loop {
         match Store::open(&storage.database_url, &storage.data_dir).await {
             Ok(store) => return Some(store),
             Err(error) => {
                 failures += 1;
                 signals.store_down.store(true, Ordering::Relaxed);
-                if failures.is_power_of_two() {
-                    tracing::error!(failures, "audit records wait in the journal: {error}");
-                }
-                if signals.stopping.load(Ordering::SeqCst) && failures > 25 {
+                report_outage(failures, &error.to_string());
+                if signals.stopping.load(Ordering::SeqCst)
+                    && Instant::now() >= *stop_deadline.get_or_insert_with(|| Instant::now() + SHUTDOWN_PATIENCE)
+                {
+                    tracing::error!("stopping with audit records still in the journal; the next start writes them");
                     return None;
                 }
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(10)))).await;
+                tokio::time::sleep(pause_after(failures)).await;
             }
         }
     }
+}
+
+/// Logged at the 1st, 2nd, 4th, 8th… failure in a row, not at every retry.
+fn report_outage(failures: u32, error: &str) {
+    if failures.is_power_of_two() {
+        tracing::error!(failures, "audit records wait in the journal: {error}");
+    }
+}
+
+/// The wait before the next attempt: 200 ms, growing by 200 ms per failure up to 2 s.
+fn pause_after(failures: u32) -> Duration {
+    Duration::from_millis(200 * u64::from(failures.clamp(1, 10)))
 }
 
 /// The calling thread's nice value to 19 (Linux keeps one per thread; threads it starts
@@ -122,9 +137,7 @@ async fn run(store: Store, journal: Arc<Journal>, signals: Arc<Signals>, retenti
             }
             Err(error) => {
                 failures += 1;
-                if failures.is_power_of_two() {
-                    tracing::error!(failures, "audit records wait in the journal: {error}");
-                }
+                report_outage(failures, &error);
                 if stop_deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                     tracing::error!("stopping with audit records still in the journal; the next start writes them");
                     return;
@@ -142,14 +155,9 @@ async fn run(store: Store, journal: Arc<Journal>, signals: Arc<Signals>, retenti
                 Err(error) => tracing::warn!("audit retention failed: {error}"),
             }
         }
-        let pause = if failures > 0 {
-            Duration::from_millis(200 * u64::from(failures.min(10)))
-        } else {
-            Duration::from_millis(200)
-        };
         tokio::select! {
             _ = signals.wake.notified(), if failures == 0 => {}
-            _ = tokio::time::sleep(pause) => {}
+            _ = tokio::time::sleep(pause_after(failures)) => {}
         }
     }
 }
