@@ -44,6 +44,6 @@ pub async fn edge(State(gateway): State<Arc<Gateway>>, mut request: Request, nex
     if let Some(header) = header {
         response.headers_mut().insert(HEADER, header);
     }
-    gateway.metrics.http_finished(&route, response.status().as_u16(), started.elapsed());
+    gateway.metrics.http_finished(route, response.status().as_u16(), started.elapsed());
     response
 }

@@ -38,12 +38,15 @@ pub fn service(gateway: Arc<Gateway>) -> McpService {
 }
 
 /// Refuses a request whose bearer key is missing or wrong, in OpenAI's error shape with
-/// 401, as `/v1` does; MCP clients show it as an authentication failure.
+/// 401, as `/v1` does (MCP clients show it as an authentication failure); passes the
+/// caller on to the MCP handler.
 pub async fn require_key(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let context = crate::api::request_context(&parts);
-    if let Err(error) = pipeline::authenticate(&gateway, &context).await {
-        return ApiError::from(error).into_response();
-    }
+    match pipeline::authenticate(&gateway, &context).await {
+        // The MCP handler takes the caller from here rather than looking it up again.
+        Ok(principal) => parts.extensions.insert(principal),
+        Err(error) => return ApiError::from(error).into_response(),
+    };
     next.run(Request::from_parts(parts, body)).await
 }

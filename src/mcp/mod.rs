@@ -11,12 +11,13 @@ mod tools;
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult, PaginatedRequestParams,
-    ServerCapabilities, ServerConfig, SubscriptionFilter,
+    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult, PaginatedRequestParams,
+    ResultType, ServerCapabilities, ServerConfig, SubscriptionFilter,
 };
 use rmcp::service::{RequestContext as McpContext, RoleServer, SubscriptionContext};
 use rmcp::{ErrorData, ServerHandler};
 
+use crate::auth::Principal;
 use crate::gateway::Gateway;
 use crate::pipeline::RequestContext;
 
@@ -33,18 +34,33 @@ impl GatewayServer {
         GatewayServer { gateway, stdio_key: stdio_key.map(Arc::from) }
     }
 
-    /// The request as the pipeline sees it: from the HTTP request that carried the MCP
-    /// message, or the stdio key.
-    fn context(&self, mcp: &McpContext<RoleServer>) -> RequestContext {
-        match mcp.extensions.get::<axum::http::request::Parts>() {
-            Some(parts) => crate::api::request_context(parts),
-            None => RequestContext {
+    /// The request as the pipeline sees it, and its caller: from the HTTP request that
+    /// carried the MCP message (whose key `/mcp`'s middleware has checked), or the stdio
+    /// key.
+    async fn caller(&self, mcp: &McpContext<RoleServer>) -> Result<(RequestContext, Principal), ErrorData> {
+        let Some(parts) = mcp.extensions.get::<axum::http::request::Parts>() else {
+            let context = RequestContext {
                 request_id: crate::protocol::random_id("req_"),
                 authorization: self.stdio_key.as_ref().map(|key| format!("Bearer {key}")),
                 ..RequestContext::default()
-            },
-        }
+            };
+            let principal = tools::authenticate(&self.gateway, &context).await?;
+            return Ok((context, principal));
+        };
+        let context = crate::api::request_context(parts);
+        let principal = match parts.extensions.get::<Principal>() {
+            Some(principal) => principal.clone(),
+            None => tools::authenticate(&self.gateway, &context).await?,
+        };
+        Ok((context, principal))
     }
+}
+
+/// A result from another MCP server, ready for our clients: an older revision leaves out
+/// `resultType`, which current clients need.
+fn forwarded(mut result: CallToolResult) -> CallToolResult {
+    result.result_type.get_or_insert(ResultType::COMPLETE);
+    result
 }
 
 impl ServerHandler for GatewayServer {
@@ -63,8 +79,7 @@ impl ServerHandler for GatewayServer {
         _request: Option<PaginatedRequestParams>,
         context: McpContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let context = self.context(&context);
-        let principal = tools::authenticate(&self.gateway, &context).await?;
+        let (_, principal) = self.caller(&context).await?;
         Ok(ListToolsResult::with_all_items(tools::visible(&self.gateway, &principal)))
     }
 
@@ -73,8 +88,8 @@ impl ServerHandler for GatewayServer {
         request: CallToolRequestParams,
         context: McpContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let context = self.context(&context);
-        tools::call(&self.gateway, &context, request).await.map(Into::into)
+        let (context, principal) = self.caller(&context).await?;
+        tools::call(&self.gateway, &context, &principal, request).await.map(Into::into)
     }
 
     fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {

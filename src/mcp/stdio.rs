@@ -7,8 +7,7 @@
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, ListToolsResult, PaginatedRequestParams, ResultType, ServerCapabilities,
-    ServerConfig,
+    CallToolRequestParams, CallToolResponse, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::{RequestContext, RoleClient, RoleServer, RunningService, ServiceError};
 use rmcp::transport::StreamableHttpClientTransport;
@@ -74,9 +73,8 @@ impl ServerHandler for Relay {
         request: CallToolRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let mut result = self.remote.call_tool(request).await.map_err(remote_error)?;
-        result.result_type.get_or_insert(ResultType::COMPLETE);
-        Ok(result.into())
+        let result = self.remote.call_tool(request).await.map_err(remote_error)?;
+        Ok(super::forwarded(result).into())
     }
 }
 

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use rmcp::ErrorData;
-use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, JsonObject, ResultType, Tool, object};
+use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, JsonObject, Tool, object};
 use serde_json::{Value, json};
 
 use crate::audit::ContentCapture;
@@ -84,22 +84,23 @@ pub async fn authenticate(gateway: &Gateway, context: &RequestContext) -> Result
 pub async fn call(
     gateway: &Gateway,
     context: &RequestContext,
+    principal: &Principal,
     request: CallToolRequestParams,
 ) -> Result<CallToolResult, ErrorData> {
-    let principal = authenticate(gateway, context).await?;
     let arguments = request.arguments.unwrap_or_default();
     let outcome = match request.name.as_ref() {
-        "chat" => chat(gateway, context, &arguments).await,
+        // Audited by the pipeline, like any chat request.
+        "chat" => return chat(gateway, context, &arguments).await,
         "list_models" => {
             let models: Vec<String> = views::available_models(gateway)
-                .filter(|model| views::may_use(&principal, &model.id))
+                .filter(|model| views::may_use(principal, &model.id))
                 .map(|model| model.id)
                 .collect();
             Ok(structured(json!({"models": models})))
         }
         "explain_route" => {
             let body = chat_body(&arguments)?;
-            match views::explain_route(gateway, context, &principal, &body) {
+            match views::explain_route(gateway, context, principal, &body) {
                 Ok(trace) => Ok(structured(serde_json::to_value(trace).unwrap_or_default())),
                 Err(error) => Ok(failed(&error)),
             }
@@ -113,9 +114,9 @@ pub async fn call(
                 "usage describes a virtual key; the master key has no limits",
             )])),
         },
-        upstream => return call_upstream(gateway, context, &principal, upstream, arguments).await,
+        upstream => return call_upstream(gateway, context, principal, upstream, arguments).await,
     };
-    record_tool_call(gateway, context, &principal, request.name.as_ref(), &outcome, None);
+    record_tool_call(gateway, context, principal, request.name.as_ref(), &outcome, None);
     outcome
 }
 
@@ -170,11 +171,7 @@ async fn call_upstream(
         }
     }
     let outcome = match gateway.tools.call(name, Some(arguments.clone())).await {
-        // An older upstream revision leaves out `resultType`, which current clients need.
-        Ok(mut result) => {
-            result.result_type.get_or_insert(ResultType::COMPLETE);
-            Ok(result)
-        }
+        Ok(result) => Ok(super::forwarded(result)),
         Err(CallError::Unknown(name)) => Err(ErrorData::invalid_params(format!("no tool named `{name}`"), None)),
         Err(CallError::Unavailable(why)) => Ok(CallToolResult::error(vec![ContentBlock::text(why)])),
     };
@@ -236,9 +233,8 @@ fn failed(error: &PipelineError) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(error.to_string())])
 }
 
-/// Audit records for the tools that do not call a model (`chat` is recorded by the
-/// pipeline like any chat request). `call`: an upstream call's duration and captured
-/// arguments.
+/// The audit record of a tool call other than `chat`. `call`: an upstream call's
+/// duration and captured arguments.
 fn record_tool_call(
     gateway: &Gateway,
     context: &RequestContext,
@@ -247,9 +243,6 @@ fn record_tool_call(
     outcome: &Result<CallToolResult, ErrorData>,
     call: Option<(std::time::Duration, Option<Value>)>,
 ) {
-    if tool == "chat" {
-        return;
-    }
     let Some(mut record) = gateway.audit.begin("mcp", "mcp:tools/call", &context.request_id, context.client_ip) else {
         return;
     };

@@ -178,7 +178,7 @@ impl Settlement {
     /// as sent, the answer as far as it got (a stream longer than the retention is
     /// scaled up by its size).
     fn estimate_usage(&self, summary: Option<&Summary>) -> Usage {
-        let caller = Caller { key_id: None, team: None, end_user: None, tags_header: None };
+        let caller = Caller::default();
         let prompt = if self.asked.embeddings {
             parse::embeddings_request(&self.asked.body)
                 .map(|request| RouteInput::embeddings(&request, &caller).prompt_tokens(true))

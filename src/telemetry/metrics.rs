@@ -236,8 +236,7 @@ impl Metrics {
         InFlight { metrics: self }
     }
 
-    pub fn http_finished(&self, route: &str, status: u16, elapsed: Duration) {
-        let route = route.to_owned();
+    pub fn http_finished(&self, route: String, status: u16, elapsed: Duration) {
         self.http_requests.get_or_create(&RouteLabels { route: route.clone(), status }).inc();
         self.http_duration.get_or_create(&RouteOnly { route }).observe(elapsed.as_secs_f64());
     }
@@ -295,8 +294,8 @@ impl Metrics {
         self.auth_failures.inc();
     }
 
-    pub fn span_dropped(&self) {
-        self.spans_dropped.inc();
+    pub fn spans_dropped(&self, count: u64) {
+        self.spans_dropped.inc_by(count);
     }
 
     /// The exposition, with scrape-time values (breakers, audit backlog) brought up to date.

@@ -62,9 +62,7 @@ impl Exporter {
     pub fn export(&self, trace_id: u128, spans: Vec<SpanRecord>) {
         let count = spans.len() as u64;
         if self.queue.try_send(Message::Trace(trace_id, spans)).is_err() {
-            for _ in 0..count {
-                self.metrics.span_dropped();
-            }
+            self.metrics.spans_dropped(count);
         }
     }
 

@@ -48,17 +48,19 @@ impl ToolRegistry {
 
     /// The server a tool name belongs to (by its prefix), even while that server is down.
     pub fn server_of(&self, name: &str) -> Option<&ServerSpec> {
+        self.upstream_of(name).map(|server| &server.spec)
+    }
+
+    fn upstream_of(&self, name: &str) -> Option<&Arc<Upstream>> {
         let (prefix, _) = name.split_once("__")?;
-        self.servers.iter().map(|server| &server.spec).find(|spec| spec.name == prefix)
+        self.servers.iter().find(|server| server.spec.name == prefix)
     }
 
     pub async fn call(&self, name: &str, arguments: Option<JsonObject>) -> Result<CallToolResult, CallError> {
-        let Some(server) = self.server_of(name).and_then(|spec| self.servers.iter().find(|s| s.spec.name == spec.name))
-        else {
-            return Err(CallError::Unknown(name.to_owned()));
-        };
-        let Some(exposed) = server.tools().into_iter().find(|exposed| exposed.name == name) else {
-            return match server.tools().is_empty() {
+        let Some(server) = self.upstream_of(name) else { return Err(CallError::Unknown(name.to_owned())) };
+        let tools = server.tools();
+        let Some(exposed) = tools.iter().find(|exposed| exposed.name == name) else {
+            return match tools.is_empty() {
                 true => Err(CallError::Unavailable(format!("MCP server {} is unavailable", server.spec.name))),
                 false => Err(CallError::Unknown(name.to_owned())),
             };

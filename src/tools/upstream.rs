@@ -148,8 +148,13 @@ impl Upstream {
         connect(&self.spec, Listener { changed }).await
     }
 
+    /// The tools, with renamed ones logged.
     async fn list(&self, connection: &Connection) -> Result<Vec<Exposed>, String> {
-        list(&self.spec, connection).await
+        let (tools, collisions) = list(&self.spec, connection).await?;
+        for collision in collisions {
+            tracing::warn!(server = %self.spec.name, "{collision}");
+        }
+        Ok(tools)
     }
 }
 
@@ -157,11 +162,9 @@ impl Upstream {
 /// Returns the number of tools and any names that had to be changed to stay unique.
 pub async fn probe(spec: &ServerSpec) -> Result<(usize, Vec<String>), String> {
     let connection = connect(spec, Listener { changed: Arc::new(Notify::new()) }).await?;
-    let tools = connection.list_all_tools().await.map_err(|error| format!("tools/list failed: {error}"))?;
-    let originals: Vec<String> = tools.iter().map(|tool| tool.name.to_string()).collect();
-    let (_, collisions) = naming::assign(&spec.name, &originals);
+    let listed = list(spec, &connection).await;
     let _ = connection.cancel().await;
-    Ok((originals.len(), collisions))
+    listed.map(|(tools, collisions)| (tools.len(), collisions))
 }
 
 async fn connect(spec: &ServerSpec, listener: Listener) -> Result<Connection, String> {
@@ -190,19 +193,17 @@ async fn connect(spec: &ServerSpec, listener: Listener) -> Result<Connection, St
     }
 }
 
-/// The server's tools with the names clients see, sorted by them.
-async fn list(spec: &ServerSpec, connection: &Connection) -> Result<Vec<Exposed>, String> {
+/// The server's tools with the names clients see, sorted by them, and the names that
+/// had to be changed to stay unique.
+async fn list(spec: &ServerSpec, connection: &Connection) -> Result<(Vec<Exposed>, Vec<String>), String> {
     let tools = connection.list_all_tools().await.map_err(|error| format!("tools/list failed: {error}"))?;
     let originals: Vec<String> = tools.iter().map(|tool| tool.name.to_string()).collect();
     let (names, collisions) = naming::assign(&spec.name, &originals);
-    for collision in collisions {
-        tracing::warn!(server = %spec.name, "{collision}");
-    }
     let mut exposed: Vec<Exposed> = tools
         .into_iter()
         .zip(names)
         .map(|(tool, name)| Exposed { original: tool.name.to_string(), name, tool })
         .collect();
     exposed.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(exposed)
+    Ok((exposed, collisions))
 }
