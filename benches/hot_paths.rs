@@ -7,6 +7,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::sync::Arc;
 use std::time::Duration;
 
+use switchyard::audit::{AuditRecord, Journal};
 use switchyard::config::{DataFile, UpstreamTimeouts};
 use switchyard::protocol::parse;
 use switchyard::providers::framing::SseDecoder;
@@ -174,5 +175,32 @@ fn pii_prompt_8kb() -> String {
     prompt
 }
 
-criterion_group!(benches, parse_and_serialize, sse_forwarding, planning);
+/// The audit log's share of a request: the record filled in as the pipeline does for a
+/// routed chat completion, and journaled.
+fn audit_record(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let journal = Journal::open(dir.path()).expect("journal");
+    let client_ip = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+    c.bench_function("audit record: fill and journal", |b| {
+        b.iter(|| {
+            let mut record =
+                AuditRecord::new("chat", "/v1/chat/completions", "req_ipnyCQXBJSuSJzHaV8tcO6ZN", client_ip);
+            record.key_id = Some("key_XwO3jCHYLtUzuuFXLDfxazF8".to_owned());
+            record.requested_model = Some("bench/mock".to_owned());
+            record.rule = Some("default".to_owned());
+            record.target = Some("bench/mock".to_owned());
+            record.attempts = 1;
+            record.status = 200;
+            record.latency_ms = Some(1);
+            record.ttfb_ms = Some(1);
+            record.input_tokens = Some(12);
+            record.output_tokens = Some(20);
+            record.cost_usd = Some(0.0000138);
+            record.outcome = Some("completed".to_owned());
+            journal.append(black_box(&record)).expect("append");
+        })
+    });
+}
+
+criterion_group!(benches, parse_and_serialize, sse_forwarding, planning, audit_record);
 criterion_main!(benches);
