@@ -30,7 +30,7 @@ impl AuditRecord {
             at_ms: jiff::Timestamp::now().as_millisecond(),
             kind: kind.to_owned(),
             request_id: Some(request_id.to_owned()).filter(|id| !id.is_empty()),
-            client_ip: client_ip.map(|ip| ip.to_string()),
+            client_ip,
             endpoint: endpoint.to_owned(),
             ..AuditRecord::default()
         }

@@ -46,7 +46,7 @@ pub struct AuditRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_ip: Option<String>,
+    pub client_ip: Option<std::net::IpAddr>,
     pub endpoint: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_model: Option<String>,

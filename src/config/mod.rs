@@ -85,7 +85,8 @@ pub struct AuditConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WriterPriority {
-    /// Below requests: under full load records wait in the (durable) journal.
+    /// Linux's idle scheduling class: only CPU time no request wants; under full load
+    /// records wait in the (durable) journal.
     #[default]
     Low,
     Normal,

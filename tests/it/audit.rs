@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::gateway::binary;
+use crate::support::gateway::{binary, write_config};
 use crate::support::{Gateway, MASTER_KEY, MockUpstream, client, error_of, get, post, send};
 
 fn chat(model: &str) -> Value {
@@ -161,6 +161,51 @@ async fn a_deleted_record_is_found() {
     sqlite(&gateway, "DELETE FROM audit_log WHERE seq = 2").await;
     let (ok, output) = audit_cli(&gateway, &["verify"]);
     assert!(!ok && output.contains("records 1..3 are missing"), "{output}");
+}
+
+/// The Linux scheduling policy of the gateway's audit writer thread: field 41 of its
+/// `/proc/<pid>/task/<tid>/stat` (0 normal, 5 idle).
+fn writer_policy(gateway: &Gateway) -> u32 {
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", gateway.pid())).unwrap();
+    for task in tasks.map_while(Result::ok) {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if name.trim() == "audit-writer" {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
+            // Fields after the command name, which is in parentheses: state is field 3.
+            let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+            return fields[41 - 3].parse().unwrap();
+        }
+    }
+    panic!("no audit-writer thread in the gateway");
+}
+
+#[tokio::test]
+async fn the_audit_writer_yields_the_cpu_to_requests_unless_told_to_compete() {
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_IDLE: u32 = 5;
+    let mock = MockUpstream::start().await;
+    let low = Gateway::start(&mock.url);
+    assert_eq!(writer_policy(&low), SCHED_IDLE, "the default writer_priority is low");
+
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &mock.url);
+    let config = dir.path().join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n[audit]\nwriter_priority = \"normal\"\n")).unwrap();
+    let normal = Gateway::spawn(dir, &[("SWITCHYARD_MASTER_KEY", MASTER_KEY)]);
+    assert_eq!(writer_policy(&normal), SCHED_OTHER);
+
+    for gateway in [&low, &normal] {
+        let response = send(
+            client()
+                .post(format!("{}/v1/chat/completions", gateway.url))
+                .bearer_auth(MASTER_KEY)
+                .body(chat("mockai/gpt-mock").to_string()),
+        )
+        .await;
+        assert_eq!(response.status, 200, "{}", response.text);
+        assert_eq!(wait_for_records(gateway, 1).await.len(), 1, "either way, records reach the database");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -190,6 +190,10 @@ impl Gateway {
         self._dir.path()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: the process gets no chance to flush anything.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
