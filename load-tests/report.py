@@ -56,7 +56,7 @@ def audit_cost_lines(raw):
         lines.append(
             f"Gateway CPU per request (medians): {fmt(off, 1)} µs with the audit log off, {fmt(on, 1)} µs with it on "
             f"(+{fmt((on / off - 1) * 100, 1)} %), and {fmt(written, 1)} µs (+{fmt((written / off - 1) * 100, 1)} %) once the "
-            "audit writer, which runs at the lowest CPU priority and defers its work under full load, has also written "
+            "audit writer, which runs in the idle scheduling class and so defers its work under full load, has also written "
             "every record to the database.")
     lines.append("")
     return lines
