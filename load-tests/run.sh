@@ -187,7 +187,7 @@ loadgen() {
 # The audit log's cost: scenario 2 with it off and on, alternating which goes first. Per
 # run: throughput, the gateway's CPU during the load, and (audit on) its CPU once the
 # audit writer has also moved every record into the database, which under full load it
-# defers (it runs at the lowest CPU priority).
+# defers (it runs in the idle scheduling class).
 run_audit_cost() {
   local round variant order ticks_before ticks_loaded ticks_drained
   for round in $(seq 1 "$AUDIT_ROUNDS"); do
