@@ -134,14 +134,14 @@ pub async fn chat(
 ) -> Result<(ChatOutput, RouteReport), PipelineError> {
     let principal = authenticate_phase(gateway, context, audit).await?;
     let mut request = parse::chat_request(body)?;
-    note_request(context, audit, &request.model, request.user.as_deref());
+    let end_user = end_user_of(context, request.user.as_deref());
+    note_request(context, audit, &request.model, end_user.as_deref());
     may_use_model(&principal, &request.model)?;
     let plan = {
         let _span = context.trace.span("plan");
         let input = RouteInput::chat(&request, &context.caller(&principal));
         note_plan(context, audit, gateway.router.plan(&gateway.registry, &input, None))?
     };
-    let end_user = note_end_user(&request.user, context);
     let max_output = request.max_output_tokens();
     let admission = {
         let _span = context.trace.span("admit");
@@ -198,14 +198,14 @@ pub async fn embeddings(
 ) -> Result<(Bytes, RouteReport), PipelineError> {
     let principal = authenticate_phase(gateway, context, audit).await?;
     let mut request = parse::embeddings_request(body)?;
-    note_request(context, audit, &request.model, request.user.as_deref());
+    let end_user = end_user_of(context, request.user.as_deref());
+    note_request(context, audit, &request.model, end_user.as_deref());
     may_use_model(&principal, &request.model)?;
     let plan = {
         let _span = context.trace.span("plan");
         let input = RouteInput::embeddings(&request, &context.caller(&principal));
         note_plan(context, audit, gateway.router.plan(&gateway.registry, &input, None))?
     };
-    let end_user = note_end_user(&request.user, context);
     let admission = {
         let _span = context.trace.span("admit");
         admit(gateway, &principal, end_user.as_deref(), &plan, Some(0)).await?
@@ -259,20 +259,22 @@ async fn authenticate_phase(
     principal
 }
 
-/// The end user limits count against: the header, else the body's `user`.
-fn note_end_user(body_user: &Option<String>, context: &RequestContext) -> Option<String> {
-    context.end_user.clone().or_else(|| body_user.clone()).filter(|user| !user.is_empty())
+/// The end user that limits count against and the audit record names: the
+/// `x-switchyard-user` header, else the body's `user`. Empty is no end user.
+fn end_user_of(context: &RequestContext, body_user: Option<&str>) -> Option<String> {
+    let given = |user: &&str| !user.is_empty();
+    context.end_user.as_deref().filter(given).or(body_user.filter(given)).map(str::to_owned)
 }
 
 /// What the audit record and the trace learn from the parsed request.
-fn note_request(context: &RequestContext, audit: &mut Option<AuditRecord>, model: &str, body_user: Option<&str>) {
+fn note_request(context: &RequestContext, audit: &mut Option<AuditRecord>, model: &str, end_user: Option<&str>) {
     if context.trace.is_recording() {
         context.trace.set("gen_ai.request.model", model.to_owned());
         context.trace.rename(format!("{} {model}", context.trace.operation()));
     }
     if let Some(record) = audit {
         record.requested_model = Some(model.to_owned());
-        record.end_user = context.end_user.clone().or_else(|| body_user.map(str::to_owned));
+        record.end_user = end_user.map(str::to_owned);
     }
 }
 

@@ -163,6 +163,30 @@ async fn a_deleted_record_is_found() {
     assert!(!ok && output.contains("records 1..3 are missing"), "{output}");
 }
 
+#[tokio::test]
+async fn the_end_user_is_the_header_else_the_body_user_and_never_empty() {
+    let mock = MockUpstream::start().await;
+    let gateway = Gateway::start(&mock.url);
+    let ask = |header: Option<&str>, body_user: &str| {
+        let mut body = chat("mockai/gpt-mock");
+        body["user"] = json!(body_user);
+        let mut request = client()
+            .post(format!("{}/v1/chat/completions", gateway.url))
+            .bearer_auth(MASTER_KEY)
+            .body(body.to_string());
+        if let Some(header) = header {
+            request = request.header("x-switchyard-user", header);
+        }
+        send(request)
+    };
+    for (header, body_user) in [(Some("tg-7"), "body-user"), (Some(""), "body-user"), (None, "")] {
+        assert_eq!(ask(header, body_user).await.status, 200);
+    }
+    let found = wait_for_records(&gateway, 3).await;
+    let end_users: Vec<&Value> = found.iter().map(|record| &record["end_user"]).collect();
+    assert_eq!(end_users, [&json!("tg-7"), &json!("body-user"), &Value::Null], "{found:#?}");
+}
+
 /// The Linux scheduling policy of the gateway's audit writer thread: field 41 of its
 /// `/proc/<pid>/task/<tid>/stat` (0 normal, 5 idle).
 fn writer_policy(gateway: &Gateway) -> u32 {
