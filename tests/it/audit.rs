@@ -36,10 +36,11 @@ async fn records(gateway: &Gateway) -> Vec<Value> {
     get(gateway, "/admin/audit?limit=1000").await.json()["data"].as_array().cloned().unwrap_or_default()
 }
 
-/// Waits until the writer has moved `count` records into the database (it runs at low
-/// CPU priority, so on a machine busy with other tests it may take a while).
+/// Waits (up to a minute) until the writer has moved `count` records into the database:
+/// it runs in the idle scheduling class, so on a machine busy with other tests it may
+/// take a while.
 async fn wait_for_records(gateway: &Gateway, count: usize) -> Vec<Value> {
-    for _ in 0..300 {
+    for _ in 0..600 {
         let found = records(gateway).await;
         if found.len() >= count {
             return found;
@@ -49,11 +50,11 @@ async fn wait_for_records(gateway: &Gateway, count: usize) -> Vec<Value> {
     records(gateway).await
 }
 
-/// How many of `answered` (request ids) have no audit record once the writer has had time
-/// to catch up (it runs at low priority, so that may take a while on a busy machine).
+/// How many of `answered` (request ids) have no audit record once the writer has had up
+/// to a minute to catch up (it runs in the idle scheduling class).
 async fn unrecorded(gateway: &Gateway, answered: &[String]) -> usize {
     let mut logged = std::collections::HashSet::new();
-    for _ in 0..300 {
+    for _ in 0..600 {
         logged.clear();
         let mut cursor = String::new();
         loop {
@@ -188,19 +189,29 @@ async fn the_end_user_is_the_header_else_the_body_user_and_never_empty() {
 }
 
 /// The Linux scheduling policy of the gateway's audit writer thread: field 41 of its
-/// `/proc/<pid>/task/<tid>/stat` (0 normal, 5 idle).
-fn writer_policy(gateway: &Gateway) -> u32 {
-    let tasks = std::fs::read_dir(format!("/proc/{}/task", gateway.pid())).unwrap();
-    for task in tasks.map_while(Result::ok) {
-        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if name.trim() == "audit-writer" {
-            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
-            // Fields after the command name, which is in parentheses: state is field 3.
-            let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-            return fields[41 - 3].parse().unwrap();
+/// `/proc/<pid>/task/<tid>/stat` (0 normal, 5 idle). The thread names itself and sets its
+/// policy once it runs, which on a busy machine can be after the gateway listens: this
+/// waits up to 10 s for `expected`, and returns what it last saw.
+async fn writer_policy(gateway: &Gateway, expected: u32) -> Option<u32> {
+    let mut seen = None;
+    for _ in 0..100 {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", gateway.pid())).unwrap();
+        for task in tasks.map_while(Result::ok) {
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if name.trim() == "audit-writer" {
+                let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                // Fields after the command name, which is in parentheses: state is field 3.
+                let fields: Vec<&str> =
+                    stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default().split_whitespace().collect();
+                seen = fields.get(41 - 3).and_then(|policy| policy.parse().ok());
+            }
         }
+        if seen == Some(expected) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("no audit-writer thread in the gateway");
+    seen
 }
 
 #[tokio::test]
@@ -209,7 +220,7 @@ async fn the_audit_writer_yields_the_cpu_to_requests_unless_told_to_compete() {
     const SCHED_IDLE: u32 = 5;
     let mock = MockUpstream::start().await;
     let low = Gateway::start(&mock.url);
-    assert_eq!(writer_policy(&low), SCHED_IDLE, "the default writer_priority is low");
+    assert_eq!(writer_policy(&low, SCHED_IDLE).await, Some(SCHED_IDLE), "the default writer_priority is low");
 
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &mock.url);
@@ -217,7 +228,7 @@ async fn the_audit_writer_yields_the_cpu_to_requests_unless_told_to_compete() {
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, format!("{text}\n[audit]\nwriter_priority = \"normal\"\n")).unwrap();
     let normal = Gateway::spawn(dir, &[("SWITCHYARD_MASTER_KEY", MASTER_KEY)]);
-    assert_eq!(writer_policy(&normal), SCHED_OTHER);
+    assert_eq!(writer_policy(&normal, SCHED_OTHER).await, Some(SCHED_OTHER));
 
     for gateway in [&low, &normal] {
         let response = send(

@@ -46,7 +46,7 @@ async fn official_mcp_python_sdk_over_http_and_stdio() {
     // The tool calls went through the pipeline: chat records with the key, and the
     // other tools recorded as MCP tool calls.
     let mut records = Vec::new();
-    for _ in 0..300 {
+    for _ in 0..600 {
         records = get(&gateway, "/admin/audit?limit=1000").await.json()["data"].as_array().cloned().unwrap_or_default();
         if records.iter().filter(|r| r["endpoint"] == "mcp:chat").count() >= 6 {
             break;
@@ -112,7 +112,7 @@ async fn upstream_mcp_servers_are_aggregated_filtered_and_restarted() {
 
     // Every upstream call is audited, the refused one too.
     let mut records = Vec::new();
-    for _ in 0..300 {
+    for _ in 0..600 {
         records = get(&gateway, "/admin/audit?limit=1000").await.json()["data"].as_array().cloned().unwrap_or_default();
         if records.iter().any(|r| r["action"] == "tool.web__add" && r["status"] == 403) {
             break;
