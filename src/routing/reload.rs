@@ -155,6 +155,14 @@ impl PolicyStore {
         version
     }
 
+    /// What the policy directory holds now: its files' digest and any problems reading it.
+    fn snapshot(&self) -> Option<(String, Vec<String>)> {
+        let dir = self.dir.as_ref()?;
+        let mut problems = Vec::new();
+        let files = config::read_dir_toml(dir, &mut problems);
+        Some((policy::digest(&files), problems.iter().map(ToString::to_string).collect()))
+    }
+
     /// Polls the directory every `interval` until `stop` fires. Problems are logged once
     /// per distinct broken state, with their locations.
     pub async fn watch(
@@ -169,10 +177,19 @@ impl PolicyStore {
         }
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut previous_poll = None;
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = stop.changed() => return,
+            }
+            // A file being rewritten in place (truncated, then filled) can be read half
+            // way, and an empty policy file is valid: only what reads the same on two
+            // polls in a row is applied or reported.
+            let seen = self.snapshot();
+            if previous_poll.as_ref() != Some(&seen) {
+                previous_poll = Some(seen);
+                continue;
             }
             if let Err(problems) = self.reload_from_disk(&router, &registry).await {
                 let summary: String = problems.iter().map(|p| format!("\n  {p}")).collect();
