@@ -249,7 +249,7 @@ fn record_tool_call(
     record.set_principal(principal);
     record.action = Some(format!("tool.{tool}"));
     record.tools = vec![tool.to_owned()];
-    record.end_user = context.end_user.clone();
+    record.end_user = pipeline::end_user_of(context, None);
     record.status = match outcome {
         Ok(result) if result.is_error != Some(true) => 200,
         // A refusal of ours says its status; an upstream's error is a bad gateway.

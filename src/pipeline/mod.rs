@@ -261,7 +261,7 @@ async fn authenticate_phase(
 
 /// The end user that limits count against and the audit record names: the
 /// `x-switchyard-user` header, else the body's `user`. Empty is no end user.
-fn end_user_of(context: &RequestContext, body_user: Option<&str>) -> Option<String> {
+pub fn end_user_of(context: &RequestContext, body_user: Option<&str>) -> Option<String> {
     let given = |user: &&str| !user.is_empty();
     context.end_user.as_deref().filter(given).or(body_user.filter(given)).map(str::to_owned)
 }

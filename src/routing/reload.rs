@@ -156,11 +156,10 @@ impl PolicyStore {
     }
 
     /// What the policy directory holds now: its files' digest and any problems reading it.
-    fn snapshot(&self) -> Option<(String, Vec<String>)> {
-        let dir = self.dir.as_ref()?;
+    fn snapshot(dir: &Path) -> (String, Vec<String>) {
         let mut problems = Vec::new();
         let files = config::read_dir_toml(dir, &mut problems);
-        Some((policy::digest(&files), problems.iter().map(ToString::to_string).collect()))
+        (policy::digest(&files), problems.iter().map(ToString::to_string).collect())
     }
 
     /// Polls the directory every `interval` until `stop` fires. Problems are logged once
@@ -172,9 +171,7 @@ impl PolicyStore {
         interval: Duration,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        if self.dir.is_none() {
-            return;
-        }
+        let Some(dir) = self.dir.clone() else { return };
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut previous_poll = None;
@@ -186,9 +183,13 @@ impl PolicyStore {
             // A file being rewritten in place (truncated, then filled) can be read half
             // way, and an empty policy file is valid: only what reads the same on two
             // polls in a row is applied or reported.
-            let seen = self.snapshot();
+            let seen = Self::snapshot(&dir);
             if previous_poll.as_ref() != Some(&seen) {
                 previous_poll = Some(seen);
+                continue;
+            }
+            // Unchanged and readable: nothing to apply, no need to read it again.
+            if seen.1.is_empty() && seen.0 == router.policy().digest {
                 continue;
             }
             if let Err(problems) = self.reload_from_disk(&router, &registry).await {
