@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::gateway::{binary, write_config};
-use crate::support::{Gateway, MASTER_KEY, MockUpstream, client, error_of, get, post, send};
+use crate::support::gateway::{append_to_config, binary, write_config};
+use crate::support::{Gateway, MASTER_KEY, MockUpstream, audit_records_until, client, error_of, get, post, send};
 
 fn chat(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "Hi"}]})
@@ -32,22 +32,9 @@ fn audit_cli_with(gateway: &Gateway, args: &[&str], env: &[(&str, &str)]) -> (bo
     (output.status.success(), text)
 }
 
-async fn records(gateway: &Gateway) -> Vec<Value> {
-    get(gateway, "/admin/audit?limit=1000").await.json()["data"].as_array().cloned().unwrap_or_default()
-}
-
-/// Waits (up to a minute) until the writer has moved `count` records into the database:
-/// it runs in the idle scheduling class, so on a machine busy with other tests it may
-/// take a while.
+/// The audit records once the writer has moved at least `count` into the database.
 async fn wait_for_records(gateway: &Gateway, count: usize) -> Vec<Value> {
-    for _ in 0..600 {
-        let found = records(gateway).await;
-        if found.len() >= count {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    records(gateway).await
+    audit_records_until(gateway, |records| records.len() >= count).await
 }
 
 /// How many of `answered` (request ids) have no audit record once the writer has had up
@@ -224,9 +211,7 @@ async fn the_audit_writer_yields_the_cpu_to_requests_unless_told_to_compete() {
 
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &mock.url);
-    let config = dir.path().join("config.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("{text}\n[audit]\nwriter_priority = \"normal\"\n")).unwrap();
+    append_to_config(dir.path(), "[audit]\nwriter_priority = \"normal\"\n");
     let normal = Gateway::spawn(dir, &[("SWITCHYARD_MASTER_KEY", MASTER_KEY)]);
     assert_eq!(writer_policy(&normal, SCHED_OTHER).await, Some(SCHED_OTHER));
 

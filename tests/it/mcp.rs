@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::python_sdk::{assert_script_passed, python_with_sdks};
 use crate::support::gateway::binary;
-use crate::support::{MASTER_KEY, UPSTREAM_KEY, client, get, send, setup};
+use crate::support::{MASTER_KEY, UPSTREAM_KEY, audit_records_until, client, send, setup};
 
 #[tokio::test]
 async fn official_mcp_python_sdk_over_http_and_stdio() {
@@ -45,14 +45,9 @@ async fn official_mcp_python_sdk_over_http_and_stdio() {
 
     // The tool calls went through the pipeline: chat records with the key, and the
     // other tools recorded as MCP tool calls.
-    let mut records = Vec::new();
-    for _ in 0..600 {
-        records = get(&gateway, "/admin/audit?limit=1000").await.json()["data"].as_array().cloned().unwrap_or_default();
-        if records.iter().filter(|r| r["endpoint"] == "mcp:chat").count() >= 6 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let records =
+        audit_records_until(&gateway, |records| records.iter().filter(|r| r["endpoint"] == "mcp:chat").count() >= 6)
+            .await;
     let chats: Vec<_> = records.iter().filter(|r| r["endpoint"] == "mcp:chat").collect();
     assert_eq!(chats.len(), 6, "three answered and three refused chat calls (HTTP twice, relay): {records:#?}");
     assert!(chats.iter().all(|r| r["key_id"] == created["id"]));
@@ -85,9 +80,7 @@ async fn upstream_mcp_servers_are_aggregated_filtered_and_restarted() {
         script = scripts.join("upstream_server.py").display().to_string(),
         pid = pid_file.display().to_string(),
     );
-    let config = dir.path().join("config.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("{text}{servers}")).unwrap();
+    crate::support::gateway::append_to_config(dir.path(), &servers);
     let gateway = crate::support::Gateway::spawn(dir, &[("SWITCHYARD_MASTER_KEY", MASTER_KEY)]);
     let created = send(
         client()
@@ -111,14 +104,10 @@ async fn upstream_mcp_servers_are_aggregated_filtered_and_restarted() {
     assert_script_passed(&output, "all upstream checks passed", &gateway);
 
     // Every upstream call is audited, the refused one too.
-    let mut records = Vec::new();
-    for _ in 0..600 {
-        records = get(&gateway, "/admin/audit?limit=1000").await.json()["data"].as_array().cloned().unwrap_or_default();
-        if records.iter().any(|r| r["action"] == "tool.web__add" && r["status"] == 403) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let records = audit_records_until(&gateway, |records| {
+        records.iter().any(|r| r["action"] == "tool.web__add" && r["status"] == 403)
+    })
+    .await;
     let refused = records.iter().find(|r| r["action"] == "tool.web__add" && r["status"] == 403);
     assert!(refused.is_some_and(|r| r["key_id"] == created["id"]), "{records:#?}");
     let added = records.iter().find(|r| r["action"] == "tool.calc__add" && r["status"] == 200).unwrap();

@@ -91,6 +91,13 @@ otlp_endpoint = "${SWITCHYARD_TEST_OTLP_ENDPOINT:-}"
     write_provider(dir, "nokey", nokey, &[model("lonely-model", 1.0, 1.0, "[]")]);
 }
 
+/// Adds `extra` (more TOML sections) to the end of the config `write_config` wrote.
+pub fn append_to_config(dir: &Path, extra: &str) {
+    let config = dir.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n{extra}")).unwrap();
+}
+
 /// `providers/<name>.toml`: the provider's own keys, then its models.
 fn write_provider(dir: &Path, name: &str, header: &str, models: &[String]) {
     std::fs::write(dir.join(format!("providers/{name}.toml")), format!("{header}{}", models.concat())).unwrap();

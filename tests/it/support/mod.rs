@@ -67,6 +67,21 @@ pub async fn post(gateway: &Gateway, path: &str, body: &Value) -> Reply {
     send(client().post(format!("{}{path}", gateway.url)).bearer_auth(MASTER_KEY).body(body.to_string())).await
 }
 
+/// The first page of audit records (up to 1000), polled every 100 ms for up to a minute
+/// until `done` says they are all there: the writer runs in the idle scheduling class,
+/// so on a machine busy with other tests it may take a while. Returns the last page seen.
+pub async fn audit_records_until(gateway: &Gateway, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let mut records = Vec::new();
+    for _ in 0..600 {
+        records = get(gateway, "/admin/audit?limit=1000").await.json()["data"].as_array().cloned().unwrap_or_default();
+        if done(&records) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    records
+}
+
 pub async fn get(gateway: &Gateway, path: &str) -> Reply {
     send(client().get(format!("{}{path}", gateway.url)).bearer_auth(MASTER_KEY)).await
 }
