@@ -156,6 +156,24 @@ pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Headers from the config, whose values may carry secrets (`${ENV}`): marked sensitive,
+/// so they never show in debug output. The error names the header at fault.
+pub fn secret_headers<'a>(
+    headers: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<Vec<(reqwest::header::HeaderName, HeaderValue)>, String> {
+    headers
+        .into_iter()
+        .map(|(name, value)| {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("{name:?} is not a header name"))?;
+            let mut value =
+                HeaderValue::from_str(value).map_err(|_| format!("the value of {name} cannot be a header"))?;
+            value.set_sensitive(true);
+            Ok((name, value))
+        })
+        .collect()
+}
+
 fn retry_after(headers: &HeaderMap) -> Option<RetryAfter> {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let retry = RetryAfter { seconds: get("retry-after"), millis: get("retry-after-ms") };

@@ -39,15 +39,10 @@ impl Exporter {
         crate::providers::http::install_tls_provider();
         let url = reqwest::Url::parse(&format!("{endpoint}/v1/traces"))
             .map_err(|error| format!("[telemetry] otlp_endpoint {endpoint:?}: {error}"))?;
-        let mut headers = reqwest::header::HeaderMap::new();
-        for (name, value) in &config.otlp_headers {
-            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("[telemetry] otlp_headers: {name:?} is not a header name"))?;
-            let mut value = reqwest::header::HeaderValue::from_str(value)
-                .map_err(|_| format!("[telemetry] otlp_headers: the value of {name} cannot be a header"))?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
+        let headers =
+            crate::providers::http::secret_headers(config.otlp_headers.iter().map(|(name, value)| (name, value)))
+                .map_err(|error| format!("[telemetry] otlp_headers: {error}"))?;
+        let headers: reqwest::header::HeaderMap = headers.into_iter().collect();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .default_headers(headers)

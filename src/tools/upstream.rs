@@ -177,15 +177,10 @@ async fn connect(spec: &ServerSpec, listener: Listener) -> Result<Connection, St
             listener.serve(transport).await.map_err(|error| error.to_string())
         }
         Transport::Http { url, headers } => {
-            let mut custom = std::collections::HashMap::new();
-            for (name, value) in headers {
-                let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| format!("header name {name:?} is invalid"))?;
-                let mut value = reqwest::header::HeaderValue::from_str(value)
-                    .map_err(|_| format!("the value of header {name} is invalid"))?;
-                value.set_sensitive(true);
-                custom.insert(name, value);
-            }
+            let custom = crate::providers::http::secret_headers(headers)
+                .map_err(|error| format!("headers: {error}"))?
+                .into_iter()
+                .collect();
             let config = StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(custom);
             let transport = StreamableHttpClientTransport::from_config(config);
             listener.serve(transport).await.map_err(|error| error.to_string())
