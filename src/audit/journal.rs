@@ -1,16 +1,19 @@
-//! The local journal: every audit record is appended here (one JSON line) before the
-//! response it describes completes. The writer moves records from here to the database;
-//! while the database is unreachable they simply stay here. A process that is killed
-//! loses nothing that reached the journal: the next start resumes from it.
+//! The local journal: every audit record is appended here before the response it
+//! describes completes. The writer moves records from here to the database; while the
+//! database is unreachable they simply stay here. A process that is killed loses nothing
+//! that reached the journal: the next start resumes from it.
 //!
-//! Files are `journal-<generation>.jsonl` in `<data_dir>/audit/`, each [`SEGMENT`] bytes,
+//! Files are `journal-<generation>.bin` in `<data_dir>/audit/`, each [`SEGMENT`] bytes,
 //! allocated up front and memory-mapped: an append is a copy into the page cache, with
 //! no system call and no file-size change (a `write` that grew the file cost a fifth of
 //! a request's CPU in journaling metadata). The OS owns the mapped pages, so a record
-//! survives the process being killed (not a power cut: `fsync` is left to the OS). The
-//! unused tail of a segment is zeros, and JSON lines never contain a zero byte, so the
-//! first zero marks the end. A full segment is closed and the next generation starts;
-//! consumed ones are deleted.
+//! survives the process being killed (not a power cut: `fsync` is left to the OS).
+//!
+//! An entry is a 4-byte little-endian length, then the record in its journal form
+//! ([`super::encoding`]). The length is written after the record, so an entry whose
+//! length is there is whole; the unused tail of a segment is zeros, so a zero length
+//! marks the end. A full segment is closed and the next generation starts; consumed ones
+//! are deleted.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
@@ -20,10 +23,12 @@ use std::sync::{Mutex, PoisonError};
 
 use memmap2::MmapMut;
 
-use super::AuditRecord;
+use super::{AuditRecord, encoding};
 
 /// Size of a journal file.
 const SEGMENT: u64 = 64 * 1024 * 1024;
+/// Bytes of an entry's length.
+const HEADER: usize = 4;
 
 pub struct Journal {
     dir: PathBuf,
@@ -40,7 +45,7 @@ pub struct Journal {
 struct Active {
     generation: u64,
     map: MmapMut,
-    /// Bytes in use; everything before is complete lines.
+    /// Bytes in use; everything before is whole entries.
     end: u64,
 }
 
@@ -85,71 +90,85 @@ impl Journal {
         Ok(Journal { dir: dir.to_owned(), active: Mutex::new(active), appended: AtomicU64::new(0), chain, _lock: lock })
     }
 
-    /// Appends a record as one line, before the caller goes on.
+    /// Appends a record, before the caller goes on.
     pub fn append(&self, record: &AuditRecord) -> Result<(), JournalError> {
         thread_local! {
-            /// The line being written, kept per thread so its allocation is reused.
-            static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+            /// The entry being written, kept per thread so its allocation is reused.
+            static ENTRY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        LINE.with_borrow_mut(|line| {
-            line.clear();
-            // Serializing a record (strings, numbers, lists of strings) cannot fail.
-            let _ = serde_json::to_writer(&mut *line, record);
-            line.push(b'\n');
-            self.append_line(line)
+        ENTRY.with_borrow_mut(|entry| {
+            entry.clear();
+            encoding::encode(record, entry);
+            self.append_entry(entry)
         })
     }
 
-    fn append_line(&self, line: &[u8]) -> Result<(), JournalError> {
-        if line.len() as u64 > SEGMENT {
+    fn append_entry(&self, record: &[u8]) -> Result<(), JournalError> {
+        let size = (HEADER + record.len()) as u64;
+        if size > SEGMENT {
             let path = file_path(&self.dir, 0);
             return Err(io_error(&path)(std::io::Error::other("an audit record larger than a journal segment")));
         }
         let mut active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
-        if active.end + line.len() as u64 > SEGMENT {
+        if active.end + size > SEGMENT {
             let next = Active::open(&self.dir, active.generation + 1)?;
             *active = next;
         }
         let start = active.end as usize;
-        active.map[start..start + line.len()].copy_from_slice(line);
-        active.end += line.len() as u64;
+        active.map[start + HEADER..start + size as usize].copy_from_slice(record);
+        // The length goes in last: a process killed mid-copy leaves no length, so no
+        // entry, rather than a torn one.
+        std::sync::atomic::compiler_fence(Ordering::Release);
+        active.map[start..start + HEADER].copy_from_slice(&(record.len() as u32).to_le_bytes());
+        active.end += size;
         drop(active);
         self.appended.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Complete lines of generation `generation` from byte `offset`, at most `limit` bytes;
-    /// returns them with the offset just past the last one. Only what appends have
-    /// finished is read: a line still being copied is left for the next call.
-    pub fn read(&self, generation: u64, offset: u64, limit: usize) -> Result<(Vec<String>, u64), JournalError> {
+    /// Records of generation `generation` from byte `offset`, about `limit` bytes of them
+    /// (always at least one whole record, however large, if there is one); returns them
+    /// with the offset just past the last one. Only finished appends are read.
+    pub fn read(&self, generation: u64, offset: u64, limit: usize) -> Result<(Vec<Vec<u8>>, u64), JournalError> {
         let committed = {
             let active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
             (active.generation == generation).then_some(active.end)
         };
-        let limit = committed.map_or(limit as u64, |end| end.saturating_sub(offset).min(limit as u64));
-        if limit == 0 {
+        // A closed segment ends at its first zero length.
+        let committed = committed.unwrap_or(SEGMENT);
+        if committed.saturating_sub(offset) < HEADER as u64 {
             return Ok((Vec::new(), offset));
         }
         let path = file_path(&self.dir, generation);
-        let mut file = match File::open(&path) {
+        let file = match File::open(&path) {
             Ok(file) => file,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
             Err(error) => return Err(io_error(&path)(error)),
         };
-        file.seek(SeekFrom::Start(offset)).map_err(io_error(&path))?;
-        let mut bytes = Vec::new();
-        file.take(limit).read_to_end(&mut bytes).map_err(io_error(&path))?;
-        if let Some(zero) = memchr::memchr(0, &bytes) {
-            bytes.truncate(zero);
+        let wanted = (committed - offset).min(limit.max(HEADER) as u64);
+        let mut bytes = read_at(&file, offset, wanted as usize).map_err(io_error(&path))?;
+        let mut records = Vec::new();
+        let mut at = 0;
+        while let Some(header) = bytes.get(at..at + HEADER) {
+            let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            let end = at + HEADER + length;
+            if length == 0 || offset + end as u64 > committed {
+                break;
+            }
+            if end > bytes.len() {
+                if !records.is_empty() {
+                    break;
+                }
+                // A record larger than `limit` (a long captured prompt): read it whole.
+                bytes = read_at(&file, offset, end).map_err(io_error(&path))?;
+                if end > bytes.len() {
+                    break;
+                }
+            }
+            records.push(bytes[at + HEADER..end].to_vec());
+            at = end;
         }
-        let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else { return Ok((Vec::new(), offset)) };
-        bytes.truncate(end);
-        // Records are written as UTF-8; a torn one may not be, and is then kept lossy (it
-        // is skipped as unreadable).
-        let text =
-            String::from_utf8(bytes).unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned());
-        let lines = text.split('\n').filter(|l| !l.is_empty()).map(str::to_owned).collect();
-        Ok((lines, offset + end as u64 + 1))
+        Ok((records, offset + at as u64))
     }
 
     /// Bytes journaled after `offset` of `generation`: records not yet in the database.
@@ -158,7 +177,7 @@ impl Journal {
         if generation >= active.generation {
             return active.end.saturating_sub(offset);
         }
-        // Closed segments are full but for the last line that did not fit.
+        // Closed segments are full but for the last record that did not fit.
         (SEGMENT - offset) + (active.generation - generation - 1) * SEGMENT + active.end
     }
 
@@ -195,20 +214,37 @@ impl Active {
         if length == 0 {
             return Ok(Active { generation, map, end: 0 });
         }
-        let mut end = memchr::memchr(0, &map).unwrap_or(map.len()) as u64;
-        // A copy cut short by a crash can leave a torn line, and bytes of it past the
-        // first zero: clear those, and end the torn line so the next record starts on a
-        // line of its own (the torn one is skipped when read).
-        let last = last_nonzero(&map[end as usize..]).map(|at| end as usize + at);
-        if let Some(last) = last {
-            map[end as usize..=last].fill(0);
-        }
-        if end > 0 && map[end as usize - 1] != b'\n' {
-            map[end as usize] = b'\n';
-            end += 1;
+        let end = entries_end(&map);
+        // A copy cut short by a crash leaves bytes of a record with no length before them:
+        // clear them, so the next append starts on zeros.
+        if let Some(last) = last_nonzero(&map[end as usize..]) {
+            map[end as usize..=end as usize + last].fill(0);
         }
         Ok(Active { generation, map, end })
     }
+}
+
+/// Where the whole entries at the start of `map` end: at the first zero length, or one
+/// that runs past the segment.
+fn entries_end(map: &[u8]) -> u64 {
+    let mut at = 0;
+    while let Some(header) = map.get(at..at + HEADER) {
+        let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        if length == 0 || at + HEADER + length > map.len() {
+            break;
+        }
+        at += HEADER + length;
+    }
+    at as u64
+}
+
+/// Up to `length` bytes of `file` from `offset` (fewer at its end).
+fn read_at(file: &File, offset: u64, length: usize) -> std::io::Result<Vec<u8>> {
+    let mut file = file;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = Vec::with_capacity(length);
+    file.take(length as u64).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// The position of the last byte that is not zero, a word at a time.
@@ -255,7 +291,7 @@ fn allocate(file: &File, size: u64) -> std::io::Result<()> {
 }
 
 fn file_path(dir: &Path, generation: u64) -> PathBuf {
-    dir.join(format!("journal-{generation}.jsonl"))
+    dir.join(format!("journal-{generation}.bin"))
 }
 
 fn generations(dir: &Path) -> Result<Vec<u64>, JournalError> {
@@ -264,7 +300,7 @@ fn generations(dir: &Path) -> Result<Vec<u64>, JournalError> {
         .filter_map(|entry| entry.ok())
         .filter_map(|entry| {
             let name = entry.file_name().into_string().ok()?;
-            name.strip_prefix("journal-")?.strip_suffix(".jsonl")?.parse().ok()
+            name.strip_prefix("journal-")?.strip_suffix(".bin")?.parse().ok()
         })
         .collect();
     found.sort_unstable();
@@ -284,43 +320,72 @@ mod tests {
         }
     }
 
+    fn ids(records: &[Vec<u8>]) -> Vec<String> {
+        records.iter().map(|bytes| encoding::decode(bytes).unwrap().id).collect()
+    }
+
     #[test]
     fn appends_are_read_back_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path()).unwrap();
         journal.append(&record("a")).unwrap();
         journal.append(&record("b")).unwrap();
-        let (lines, offset) = journal.read(1, 0, 1 << 20).unwrap();
-        assert_eq!(lines.len(), 2);
-        assert!(lines[1].contains("\"id\":\"b\""));
+        let (records, offset) = journal.read(1, 0, 1 << 20).unwrap();
+        assert_eq!(ids(&records), ["a", "b"]);
         assert!(Journal::open(dir.path()).is_err(), "a second process on the same directory is refused");
         drop(journal);
         let journal = Journal::open(dir.path()).unwrap();
         journal.append(&record("c")).unwrap();
-        let (lines, _) = journal.read(1, offset, 1 << 20).unwrap();
-        assert_eq!(lines.len(), 1);
-        assert!(lines[0].contains("\"id\":\"c\""));
-        assert_eq!(journal.pending_bytes(1, offset), lines[0].len() as u64 + 1);
+        let (records, _) = journal.read(1, offset, 1 << 20).unwrap();
+        assert_eq!(ids(&records), ["c"]);
+        assert_eq!(journal.pending_bytes(1, offset), (HEADER + records[0].len()) as u64);
     }
 
     #[test]
-    fn a_torn_line_is_cut_off_and_skipped() {
+    fn a_batch_is_whole_records_and_holds_at_least_one_however_large() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let large = AuditRecord { response: Some("x".repeat(10_000)), ..record("large") };
+        for id in ["a", "b"] {
+            journal.append(&record(id)).unwrap();
+        }
+        journal.append(&large).unwrap();
+        journal.append(&record("c")).unwrap();
+        let mut small = Vec::new();
+        encoding::encode(&record("a"), &mut small);
+        let limit = 2 * (HEADER + small.len()) + HEADER + 1;
+        let (first, offset) = journal.read(1, 0, limit).unwrap();
+        assert_eq!(ids(&first), ["a", "b"], "a limit cuts between records");
+        let (second, offset) = journal.read(1, offset, limit).unwrap();
+        assert_eq!(ids(&second), ["large"], "a record larger than the limit is read whole, alone");
+        let (third, end) = journal.read(1, offset, limit).unwrap();
+        assert_eq!(ids(&third), ["c"]);
+        assert_eq!(journal.read(1, end, limit).unwrap().0.len(), 0);
+    }
+
+    #[test]
+    fn a_record_cut_short_by_a_crash_is_cleared() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path()).unwrap();
         journal.append(&record("a")).unwrap();
         let (_, end) = journal.read(1, 0, 1 << 20).unwrap();
         drop(journal);
-        // A crash mid-copy: the head of a line, a gap, and some of its tail.
+        // A crash mid-copy: bytes of a long record, and no length before them. Left in
+        // place, they would read as entries once a shorter record is written over their
+        // start: here, 1-byte entries.
         let path = file_path(dir.path(), 1);
         let mut bytes = std::fs::read(&path).unwrap();
-        bytes[end as usize..end as usize + 5].copy_from_slice(b"{\"id\"");
-        bytes[end as usize + 40..end as usize + 45].copy_from_slice(b"tail}");
+        let at = end as usize + HEADER;
+        for (index, byte) in bytes[at..at + 500].iter_mut().enumerate() {
+            *byte = [1, 0, 0, 0, 7][index % 5];
+        }
         std::fs::write(&path, &bytes).unwrap();
         let journal = Journal::open(dir.path()).unwrap();
         journal.append(&record("b")).unwrap();
-        let (lines, _) = journal.read(1, 0, 1 << 20).unwrap();
-        assert_eq!(lines.len(), 3, "{lines:?}");
-        assert_eq!(lines[1], "{\"id\"");
-        assert!(lines[2].contains("\"id\":\"b\"") && !lines[2].contains("tail"));
+        drop(journal);
+        let journal = Journal::open(dir.path()).unwrap();
+        journal.append(&record("c")).unwrap();
+        let (records, _) = journal.read(1, 0, 1 << 20).unwrap();
+        assert_eq!(ids(&records), ["a", "b", "c"]);
     }
 }

@@ -2,13 +2,15 @@
 //! never lost.
 //!
 //! - A record is appended to a local journal ([`journal`]) before the response it
-//!   describes completes: one `write`, no database on the request path.
+//!   describes completes: a compact binary form ([`encoding`]) copied into a memory-mapped
+//!   file, no system call and no database on the request path.
 //! - One task ([`writer`]) moves records from the journal to the database in batches,
 //!   chaining each to the one before with SHA-256 (a chain per instance). While the
 //!   database is down, records wait in the journal; SIGTERM drains it before exit; after
 //!   a crash (even `kill -9`) the next start resumes where the database left off.
 //! - [`verify`] recomputes every chain and names the first broken link.
 
+mod encoding;
 mod journal;
 mod record;
 pub mod verify;

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::{GENESIS, Journal, chain_hash};
+use super::{GENESIS, Journal, chain_hash, encoding};
 use crate::config::{StorageConfig, WriterPriority};
 use crate::store::{AuditColumns, ChainHead, Store, StoredAudit};
 
-/// Most bytes of journal turned into one database transaction (about 600 records). Kept
+/// Most bytes of journal turned into one database transaction (about 1,000 records). Kept
 /// small because a transaction holds SQLite's write lock, and a writer in the idle
 /// scheduling class may get little CPU to finish it while requests keep the CPU busy:
 /// key and usage writes wait for that lock.
@@ -176,41 +176,33 @@ async fn run(store: Store, journal: Arc<Journal>, signals: Arc<Signals>, retenti
     }
 }
 
-/// The indexed columns of a journal line; everything else in it is skipped unread.
-#[derive(serde::Deserialize)]
-struct Columns {
-    id: String,
-    at_ms: i64,
-    kind: String,
-    #[serde(default)]
-    key_id: Option<String>,
-    #[serde(default)]
-    team: Option<String>,
-    #[serde(default)]
-    end_user: Option<String>,
-    #[serde(default)]
-    requested_model: Option<String>,
-    #[serde(default)]
-    target: Option<String>,
-    #[serde(default)]
-    status: u16,
-}
-
-/// Journal lines as database rows, each chained to the one before from `head` on.
-fn chain(lines: Vec<String>, head: ChainHead) -> (Vec<(StoredAudit, AuditColumns)>, ChainHead) {
+/// Journal records as database rows: stored as JSON, each chained to the one before
+/// from `head` on.
+fn chain(records: Vec<Vec<u8>>, head: ChainHead) -> (Vec<(StoredAudit, AuditColumns)>, ChainHead) {
     let mut next = head;
-    let mut rows = Vec::with_capacity(lines.len());
-    for line in lines {
-        let record: Columns = match serde_json::from_str(&line) {
+    let mut rows = Vec::with_capacity(records.len());
+    for bytes in records {
+        let record = match encoding::decode(&bytes) {
             Ok(record) => record,
             Err(error) => {
-                // Only a write torn by a crash can look like this; its response was never sent.
-                tracing::warn!("skipping an unreadable journal line: {error}");
+                // Only a power cut can leave a record like this (a killed process leaves
+                // none half-written); its response may not have been sent.
+                tracing::warn!("skipping an unreadable journal record: {error}");
                 continue;
             }
         };
+        // Serializing a record (strings, numbers, lists of strings, JSON) cannot fail.
+        let json = serde_json::to_string(&record).unwrap_or_default();
         next.seq += 1;
-        let hash = chain_hash(&next.hash, &line);
+        let hash = chain_hash(&next.hash, &json);
+        let stored = StoredAudit {
+            chain: next.chain.clone(),
+            seq: next.seq,
+            at_ms: record.at_ms,
+            record: json,
+            prev_hash: std::mem::replace(&mut next.hash, hash.clone()),
+            hash,
+        };
         let columns = AuditColumns {
             id: record.id,
             kind: record.kind,
@@ -220,14 +212,6 @@ fn chain(lines: Vec<String>, head: ChainHead) -> (Vec<(StoredAudit, AuditColumns
             model: record.requested_model,
             target: record.target,
             status: i64::from(record.status),
-        };
-        let stored = StoredAudit {
-            chain: next.chain.clone(),
-            seq: next.seq,
-            at_ms: record.at_ms,
-            record: line,
-            prev_hash: std::mem::replace(&mut next.hash, hash.clone()),
-            hash,
         };
         rows.push((stored, columns));
     }
@@ -257,9 +241,9 @@ async fn step(store: &Store, journal: &Journal, head: &mut Option<ChainHead>) ->
         }
     };
     let generation = current.journal_generation as u64;
-    let (lines, offset) =
+    let (records, offset) =
         journal.read(generation, current.journal_offset as u64, BATCH_BYTES).map_err(|e| e.to_string())?;
-    if lines.is_empty() {
+    if records.is_empty() {
         if !journal.has_after(generation) {
             return Ok(Progress::CaughtUp);
         }
@@ -270,7 +254,7 @@ async fn step(store: &Store, journal: &Journal, head: &mut Option<ChainHead>) ->
         *head = Some(next);
         return Ok(Progress::Wrote(0));
     }
-    let (rows, mut next) = chain(lines, current);
+    let (rows, mut next) = chain(records, current);
     next.journal_offset = offset as i64;
     store.append_audit(&rows, &next).await.map_err(|e| e.to_string())?;
     *head = Some(next);
