@@ -20,6 +20,7 @@ rm -f "$RAW"/*.json
 MOCK_PORT=${BENCH_MOCK_PORT:-9100}
 SLOW_PORT=${BENCH_SLOW_MOCK_PORT:-9101}
 SWITCHYARD_PORT=${BENCH_GATEWAY_PORT:-9200}
+AUDIT_OFF_PORT=$(( SWITCHYARD_PORT + 1 ))
 LITELLM_PORT=9300
 PORTKEY_PORT=9400
 MASTER_KEY=sk-bench-master
@@ -35,10 +36,10 @@ if [[ $(nproc) -ge 2 ]]; then GW_CPU=0; LOAD_CPU=1; else GW_CPU=0; LOAD_CPU=0; f
 
 if [[ $QUICK == 1 ]]; then
   LATENCY_REQUESTS=200; SECONDS_PER_RUN=3; OPEN_STREAMS=200; SLOW_CHUNKS=3; PROFILE=dev; BIN="$ROOT/target/debug"
-  AUDIT_ROUNDS=1; AUDIT_SECONDS=3
+  AUDIT_PAIRS=2; AUDIT_SECONDS=2
 else
   LATENCY_REQUESTS=2000; SECONDS_PER_RUN=20; PROFILE=release; BIN="$ROOT/target/release"
-  AUDIT_ROUNDS=6; AUDIT_SECONDS=10
+  AUDIT_PAIRS=30; AUDIT_SECONDS=2
   # 10,000 streams need ~20,000 sockets in the gateway alone (client + upstream side);
   # the open-file hard limit caps what a run here can hold: stay below it.
   HARD_LIMIT=$(ulimit -Hn)
@@ -47,10 +48,8 @@ else
 fi
 ulimit -n "$(ulimit -Hn)"
 
-# The audit log's cost: switchyard's throughput scenario with `[audit] enabled = false` (a
-# config beside the real one, so its relative paths hold) and with it on, in fresh
-# processes, alternating, AUDIT_ROUNDS times: this VM's throughput drifts by ±5 % from one
-# run to the next, as much as the cost being measured, so one pair of runs proves nothing.
+# The audit log's cost is measured against a second switchyard with `[audit] enabled =
+# false` (a config beside the real one, so its relative paths hold), on the next port.
 AUDIT_OFF_CONFIG="$HERE/switchyard/config.audit-off.toml"
 { cat "$HERE/switchyard/config.toml"; printf '\n[audit]\nenabled = false\n'; } >"$AUDIT_OFF_CONFIG"
 
@@ -124,6 +123,7 @@ AUTH[switchyard]="authorization: Bearer $MASTER_KEY"; EXTRA[switchyard]=""
 for variant in audit-on audit-off; do
   URL[$variant]=${URL[switchyard]}; MODEL[$variant]=bench/mock; SLOW_MODEL[$variant]=benchslow/mock; EXTRA[$variant]=""
 done
+URL[audit-off]="http://127.0.0.1:$AUDIT_OFF_PORT"
 URL[litellm]="http://127.0.0.1:$LITELLM_PORT"; MODEL[litellm]=mock; SLOW_MODEL[litellm]=mock-slow
 AUTH[litellm]="authorization: Bearer $MASTER_KEY"; EXTRA[litellm]=""
 URL[portkey]="http://127.0.0.1:$PORTKEY_PORT"; MODEL[portkey]=mock; SLOW_MODEL[portkey]=mock
@@ -134,10 +134,11 @@ start_target() {
   case $1 in
     direct) GROUP[direct]=$MOCK; return ;;
     switchyard|audit-on|audit-off)
-      local config="$HERE/switchyard/config.toml"
-      [[ $1 == audit-off ]] && config=$AUDIT_OFF_CONFIG
-      rm -rf "$BENCH_DATA_DIR"
-      start "$1" env SWITCHYARD_MASTER_KEY=$MASTER_KEY taskset -c "$GW_CPU" "$BIN/switchyard" serve --config "$config"
+      local config="$HERE/switchyard/config.toml" port=$SWITCHYARD_PORT data=$BENCH_DATA_DIR
+      if [[ $1 == audit-off ]]; then config=$AUDIT_OFF_CONFIG; port=$AUDIT_OFF_PORT; data=$BENCH_DATA_DIR-audit-off; fi
+      rm -rf "$data"
+      start "$1" env SWITCHYARD_MASTER_KEY=$MASTER_KEY BENCH_GATEWAY_PORT="$port" BENCH_DATA_DIR="$data" \
+        taskset -c "$GW_CPU" "$BIN/switchyard" serve --config "$config"
       GROUP[$1]=$STARTED
       wait_http "${URL[$1]}/healthz"
       # Measured as a client with a virtual key: key lookup, rate limits (requests and
@@ -184,29 +185,37 @@ loadgen() {
   cat "$RAW/$target-$scenario.json" >&2
 }
 
-# The audit log's cost: scenario 2 with it off and on, alternating which goes first. Per
-# run: throughput, the gateway's CPU during the load, and (audit on) its CPU once the
-# audit writer has also moved every record into the database, which under full load it
-# defers (it runs in the idle scheduling class).
+# The audit log's cost: scenario 2 against the gateway with it off and the one with it on,
+# both running on the gateway CPU (each idle while the other is measured), in AUDIT_PAIRS
+# pairs of short slices, alternating which goes first. This VM's throughput drifts by
+# ±5-10 % between runs a minute apart, as much as the cost being measured; slices seconds
+# apart share the drift, so it cancels in each pair. After each audit-on slice the harness
+# waits until the audit writer (idle scheduling class: it defers its work under full
+# load) has moved every record into the database, so that work never runs during the
+# next slice; it is counted in the CPU per request written out.
 run_audit_cost() {
-  local round variant order ticks_before ticks_loaded ticks_drained
-  for round in $(seq 1 "$AUDIT_ROUNDS"); do
+  local pair variant order ticks_before ticks_loaded ticks_drained
+  for variant in audit-off audit-on; do
+    start_target "$variant"
+    loadgen "$variant" warmup "$LOAD_CPU" fast false --connections 50 --requests 3000 >/dev/null 2>&1 || true
+  done
+  wait_audit_written "${URL[audit-on]}"
+  for pair in $(seq 1 "$AUDIT_PAIRS"); do
+    log "audit log cost, pair $pair/$AUDIT_PAIRS"
     order=(audit-off audit-on)
-    (( round % 2 == 0 )) && order=(audit-on audit-off)
+    (( pair % 2 == 0 )) && order=(audit-on audit-off)
     for variant in "${order[@]}"; do
-      log "audit log cost, round $round/$AUDIT_ROUNDS: $variant"
-      start_target "$variant"
-      loadgen "$variant" warmup "$LOAD_CPU" fast false --connections 10 --requests 500 >/dev/null 2>&1 || true
       ticks_before=$(cpu_ticks "${GROUP[$variant]}")
-      loadgen "$variant" "throughput-$round" "$LOAD_CPU" fast false --connections 50 --duration "$AUDIT_SECONDS"
+      loadgen "$variant" "throughput-$pair" "$LOAD_CPU" fast false --connections 50 --duration "$AUDIT_SECONDS" 2>/dev/null
       ticks_loaded=$(cpu_ticks "${GROUP[$variant]}")
       [[ $variant == audit-on ]] && wait_audit_written "${URL[$variant]}"
       ticks_drained=$(cpu_ticks "${GROUP[$variant]}")
       echo "{\"ticks_per_second\": $(getconf CLK_TCK), \"cpu_ticks_loaded\": $(( ticks_loaded - ticks_before )), \"cpu_ticks_written\": $(( ticks_drained - ticks_before ))}" \
-        >"$RAW/$variant-cpu-$round.json"
-      stop_target "$variant"
+        >"$RAW/$variant-cpu-$pair.json"
     done
   done
+  stop_target audit-on
+  stop_target audit-off
 }
 
 # Waits until the audit journal has no record the database lacks (at most two minutes).
