@@ -73,26 +73,14 @@ pub fn encode(record: &AuditRecord, out: &mut Vec<u8>) {
     out.opt_u64(record.input_tokens);
     out.opt_u64(record.output_tokens);
     out.0.push(u8::from(record.usage_estimated));
-    match record.cost_usd {
-        None => out.0.push(0),
-        Some(cost) => {
-            out.0.push(1);
-            out.0.extend_from_slice(&cost.to_le_bytes());
-        }
-    }
+    out.opt(record.cost_usd, |out, cost| out.0.extend_from_slice(&cost.to_le_bytes()));
     out.strs(&record.tools);
     out.strs(&record.pii_classes);
     out.opt_str(&record.outcome);
     out.opt_str(&record.error);
     out.opt_str(&record.action);
     out.opt_str(&record.subject);
-    match &record.prompt {
-        None => out.0.push(0),
-        Some(prompt) => {
-            out.0.push(1);
-            out.str(&prompt.to_string());
-        }
-    }
+    out.opt(record.prompt.as_ref(), |out, prompt| out.str(&prompt.to_string()));
     out.opt_str(&record.response);
 }
 
@@ -137,20 +125,14 @@ pub fn decode(bytes: &[u8]) -> Result<AuditRecord, DecodeError> {
         input_tokens: input.opt_u64()?,
         output_tokens: input.opt_u64()?,
         usage_estimated: input.flag()?,
-        cost_usd: match input.flag()? {
-            false => None,
-            true => Some(f64::from_le_bytes(input.array()?)),
-        },
+        cost_usd: input.opt(|input| Ok(f64::from_le_bytes(input.array()?)))?,
         tools: input.strings()?,
         pii_classes: input.strings()?,
         outcome: input.opt_string()?,
         error: input.opt_string()?,
         action: input.opt_string()?,
         subject: input.opt_string()?,
-        prompt: match input.flag()? {
-            false => None,
-            true => Some(serde_json::from_str(&input.string()?).map_err(DecodeError::Prompt)?),
-        },
+        prompt: input.opt(|input| serde_json::from_str(&input.string()?).map_err(DecodeError::Prompt))?,
         response: input.opt_string()?,
     };
     match input.0.len() {
@@ -175,24 +157,23 @@ impl Encoder<'_> {
         self.0.extend_from_slice(text.as_bytes());
     }
 
-    fn opt_str(&mut self, text: &Option<String>) {
-        match text {
-            None => self.0.push(0),
-            Some(text) => {
-                self.0.push(1);
-                self.str(text);
-            }
-        }
-    }
-
-    fn opt_u64(&mut self, value: Option<u64>) {
+    /// A presence byte (0 or 1), then the value if there is one.
+    fn opt<T>(&mut self, value: Option<T>, write: impl FnOnce(&mut Self, T)) {
         match value {
             None => self.0.push(0),
             Some(value) => {
                 self.0.push(1);
-                self.varint(value);
+                write(self, value);
             }
         }
+    }
+
+    fn opt_str(&mut self, text: &Option<String>) {
+        self.opt(text.as_deref(), Self::str);
+    }
+
+    fn opt_u64(&mut self, value: Option<u64>) {
+        self.opt(value, Self::varint);
     }
 
     fn strs(&mut self, texts: &[String]) {
@@ -261,18 +242,20 @@ impl Decoder<'_> {
         std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| DecodeError::Utf8)
     }
 
-    fn opt_string(&mut self) -> Result<Option<String>, DecodeError> {
+    /// A presence byte, then the value `read` reads if it says there is one.
+    fn opt<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T, DecodeError>) -> Result<Option<T>, DecodeError> {
         match self.flag()? {
             false => Ok(None),
-            true => self.string().map(Some),
+            true => read(self).map(Some),
         }
     }
 
+    fn opt_string(&mut self) -> Result<Option<String>, DecodeError> {
+        self.opt(Self::string)
+    }
+
     fn opt_u64(&mut self) -> Result<Option<u64>, DecodeError> {
-        match self.flag()? {
-            false => Ok(None),
-            true => self.varint().map(Some),
-        }
+        self.opt(Self::varint)
     }
 
     fn strings(&mut self) -> Result<Vec<String>, DecodeError> {

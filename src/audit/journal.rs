@@ -149,8 +149,7 @@ impl Journal {
         let mut bytes = read_at(&file, offset, wanted as usize).map_err(io_error(&path))?;
         let mut records = Vec::new();
         let mut at = 0;
-        while let Some(header) = bytes.get(at..at + HEADER) {
-            let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        while let Some(length) = length_at(&bytes, at) {
             let end = at + HEADER + length;
             if length == 0 || offset + end as u64 > committed {
                 break;
@@ -228,14 +227,19 @@ impl Active {
 /// that runs past the segment.
 fn entries_end(map: &[u8]) -> u64 {
     let mut at = 0;
-    while let Some(header) = map.get(at..at + HEADER) {
-        let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    while let Some(length) = length_at(map, at) {
         if length == 0 || at + HEADER + length > map.len() {
             break;
         }
         at += HEADER + length;
     }
     at as u64
+}
+
+/// The length of the entry at `at`, if `bytes` reach past its header.
+fn length_at(bytes: &[u8], at: usize) -> Option<usize> {
+    let header = bytes.get(at..at + HEADER)?;
+    Some(u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize)
 }
 
 /// Up to `length` bytes of `file` from `offset` (fewer at its end).
