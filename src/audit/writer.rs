@@ -131,6 +131,7 @@ async fn run(store: Store, journal: Arc<Journal>, signals: Arc<Signals>, retenti
         if stopping && stop_deadline.is_none() {
             stop_deadline = Some(Instant::now() + SHUTDOWN_PATIENCE);
         }
+        journal.prepare_ahead();
         let result = step(&store, &journal, &mut head).await;
         signals.store_down.store(result.is_err(), Ordering::Relaxed);
         if let Some(head) = &head {
