@@ -171,10 +171,13 @@ impl Journal {
         Ok(())
     }
 
-    /// Records of generation `generation` from byte `offset`, about `limit` bytes of them
-    /// (always at least one whole record, however large, if there is one); returns them
-    /// with the offset just past the last one. Only finished appends are read.
-    pub fn read(&self, generation: u64, offset: u64, limit: usize) -> Result<(Vec<Vec<u8>>, u64), JournalError> {
+    /// Reads into `batch` the records of generation `generation` from byte `offset`, about
+    /// `limit` bytes of them (always at least one whole record, however large, if there
+    /// is one). Only finished appends are read.
+    pub fn read(&self, generation: u64, offset: u64, limit: usize, batch: &mut Batch) -> Result<(), JournalError> {
+        batch.bytes.clear();
+        batch.records.clear();
+        batch.end = offset;
         let committed = {
             let active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
             (active.generation == generation).then_some(active.end)
@@ -182,37 +185,37 @@ impl Journal {
         // A closed segment ends at its first zero length.
         let committed = committed.unwrap_or(SEGMENT);
         if committed.saturating_sub(offset) < HEADER as u64 {
-            return Ok((Vec::new(), offset));
+            return Ok(());
         }
         let path = file_path(&self.dir, generation);
-        let file = match File::open(&path) {
+        let file = match open_cached(&mut batch.file, generation, &path) {
             Ok(file) => file,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(error) => return Err(io_error(&path)(error)),
         };
         let wanted = (committed - offset).min(limit.max(HEADER) as u64);
-        let mut bytes = read_at(&file, offset, wanted as usize).map_err(io_error(&path))?;
-        let mut records = Vec::new();
+        read_at(file, offset, wanted as usize, &mut batch.bytes).map_err(io_error(&path))?;
         let mut at = 0;
-        while let Some(length) = length_at(&bytes, at) {
+        while let Some(length) = length_at(&batch.bytes, at) {
             let end = at + HEADER + length;
             if length == 0 || offset + end as u64 > committed {
                 break;
             }
-            if end > bytes.len() {
-                if !records.is_empty() {
+            if end > batch.bytes.len() {
+                if !batch.records.is_empty() {
                     break;
                 }
                 // A record larger than `limit` (a long captured prompt): read it whole.
-                bytes = read_at(&file, offset, end).map_err(io_error(&path))?;
-                if end > bytes.len() {
+                read_at(file, offset, end, &mut batch.bytes).map_err(io_error(&path))?;
+                if end > batch.bytes.len() {
                     break;
                 }
             }
-            records.push(bytes[at + HEADER..end].to_vec());
+            batch.records.push(at + HEADER..end);
             at = end;
         }
-        Ok((records, offset + at as u64))
+        batch.end = offset + at as u64;
+        Ok(())
     }
 
     /// Bytes journaled after `offset` of `generation`: records not yet in the database.
@@ -285,6 +288,40 @@ fn prefault(_: &MmapRaw, _: u64, _: u64) -> std::io::Result<()> {
     Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
 }
 
+/// Records read from the journal. The writer keeps one for its life, so its buffer and
+/// open file are reused from batch to batch.
+#[derive(Default)]
+pub struct Batch {
+    /// The file last read, and its generation.
+    file: Option<(u64, File)>,
+    bytes: Vec<u8>,
+    /// Where each record is in `bytes`.
+    records: Vec<std::ops::Range<usize>>,
+    /// The offset just past the last record read.
+    pub end: u64,
+}
+
+impl Batch {
+    pub fn records(&self) -> impl Iterator<Item = &[u8]> {
+        self.records.iter().map(|range| &self.bytes[range.clone()])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+/// The file of `generation`, opened unless `cached` already holds it.
+fn open_cached<'a>(cached: &'a mut Option<(u64, File)>, generation: u64, path: &Path) -> std::io::Result<&'a File> {
+    if cached.as_ref().is_none_or(|(open, _)| *open != generation) {
+        *cached = None;
+    }
+    match cached {
+        Some((_, file)) => Ok(file),
+        None => Ok(&cached.insert((generation, File::open(path)?)).1),
+    }
+}
+
 impl Active {
     /// Maps generation `generation`, creating and allocating it if needed, and finds
     /// where its records end.
@@ -338,13 +375,14 @@ fn length_at(bytes: &[u8], at: usize) -> Option<usize> {
     Some(u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize)
 }
 
-/// Up to `length` bytes of `file` from `offset` (fewer at its end).
-fn read_at(file: &File, offset: u64, length: usize) -> std::io::Result<Vec<u8>> {
+/// Up to `length` bytes of `file` from `offset` (fewer at its end), into `bytes`.
+fn read_at(file: &File, offset: u64, length: usize, bytes: &mut Vec<u8>) -> std::io::Result<()> {
     let mut file = file;
     file.seek(SeekFrom::Start(offset))?;
-    let mut bytes = Vec::with_capacity(length);
-    file.take(length as u64).read_to_end(&mut bytes)?;
-    Ok(bytes)
+    bytes.clear();
+    bytes.reserve(length);
+    file.take(length as u64).read_to_end(bytes)?;
+    Ok(())
 }
 
 /// The position of the last byte that is not zero, a word at a time.
@@ -420,8 +458,11 @@ mod tests {
         }
     }
 
-    fn ids(records: &[Vec<u8>]) -> Vec<String> {
-        records.iter().map(|bytes| encoding::decode(bytes).unwrap().id).collect()
+    /// The ids of the records `read` gives from `offset`, and the offset after them.
+    fn read_ids(journal: &Journal, generation: u64, offset: u64, limit: usize) -> (Vec<String>, u64) {
+        let mut batch = Batch::default();
+        journal.read(generation, offset, limit, &mut batch).unwrap();
+        (batch.records().map(|bytes| encoding::decode(bytes).unwrap().id).collect(), batch.end)
     }
 
     #[test]
@@ -430,15 +471,16 @@ mod tests {
         let journal = Journal::open(dir.path()).unwrap();
         journal.append(&record("a")).unwrap();
         journal.append(&record("b")).unwrap();
-        let (records, offset) = journal.read(1, 0, 1 << 20).unwrap();
-        assert_eq!(ids(&records), ["a", "b"]);
+        let (records, offset) = read_ids(&journal, 1, 0, 1 << 20);
+        assert_eq!(records, ["a", "b"]);
         assert!(Journal::open(dir.path()).is_err(), "a second process on the same directory is refused");
         drop(journal);
         let journal = Journal::open(dir.path()).unwrap();
         journal.append(&record("c")).unwrap();
-        let (records, _) = journal.read(1, offset, 1 << 20).unwrap();
-        assert_eq!(ids(&records), ["c"]);
-        assert_eq!(journal.pending_bytes(1, offset), (HEADER + records[0].len()) as u64);
+        let (records, end) = read_ids(&journal, 1, offset, 1 << 20);
+        assert_eq!(records, ["c"]);
+        assert_eq!(journal.pending_bytes(1, offset), end - offset);
+        assert_eq!(journal.pending_bytes(1, end), 0);
     }
 
     #[test]
@@ -454,13 +496,13 @@ mod tests {
         let mut small = Vec::new();
         encoding::encode(&record("a"), &mut small);
         let limit = 2 * (HEADER + small.len()) + HEADER + 1;
-        let (first, offset) = journal.read(1, 0, limit).unwrap();
-        assert_eq!(ids(&first), ["a", "b"], "a limit cuts between records");
-        let (second, offset) = journal.read(1, offset, limit).unwrap();
-        assert_eq!(ids(&second), ["large"], "a record larger than the limit is read whole, alone");
-        let (third, end) = journal.read(1, offset, limit).unwrap();
-        assert_eq!(ids(&third), ["c"]);
-        assert_eq!(journal.read(1, end, limit).unwrap().0.len(), 0);
+        let (first, offset) = read_ids(&journal, 1, 0, limit);
+        assert_eq!(first, ["a", "b"], "a limit cuts between records");
+        let (second, offset) = read_ids(&journal, 1, offset, limit);
+        assert_eq!(second, ["large"], "a record larger than the limit is read whole, alone");
+        let (third, end) = read_ids(&journal, 1, offset, limit);
+        assert_eq!(third, ["c"]);
+        assert_eq!(read_ids(&journal, 1, end, limit), (vec![], end));
     }
 
     #[test]
@@ -468,7 +510,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path()).unwrap();
         journal.append(&record("a")).unwrap();
-        let (_, end) = journal.read(1, 0, 1 << 20).unwrap();
+        let (_, end) = read_ids(&journal, 1, 0, 1 << 20);
         drop(journal);
         // A crash mid-copy: bytes of a long record, and no length before them. Left in
         // place, they would read as entries once a shorter record is written over their
@@ -485,8 +527,7 @@ mod tests {
         drop(journal);
         let journal = Journal::open(dir.path()).unwrap();
         journal.append(&record("c")).unwrap();
-        let (records, _) = journal.read(1, 0, 1 << 20).unwrap();
-        assert_eq!(ids(&records), ["a", "b", "c"]);
+        assert_eq!(read_ids(&journal, 1, 0, 1 << 20).0, ["a", "b", "c"]);
     }
 
     /// Which of the pages of `length` bytes from `offset` of the active segment are
@@ -495,9 +536,10 @@ mod tests {
     fn mapped_pages(journal: &Journal, offset: u64, length: u64) -> Vec<bool> {
         let page = 4096;
         let address = journal.active.lock().unwrap().map.as_ptr() as u64 + offset;
-        let entries =
-            read_at(&File::open("/proc/self/pagemap").unwrap(), address / page * 8, (length / page * 8) as usize);
-        entries.unwrap().chunks(8).map(|entry| entry[7] & 0x80 != 0).collect()
+        let mut entries = Vec::new();
+        let pagemap = File::open("/proc/self/pagemap").unwrap();
+        read_at(&pagemap, address / page * 8, (length / page * 8) as usize, &mut entries).unwrap();
+        entries.chunks(8).map(|entry| entry[7] & 0x80 != 0).collect()
     }
 
     #[cfg(target_os = "linux")]
@@ -517,7 +559,6 @@ mod tests {
         journal.prepare_ahead();
         assert!(mapped_pages(&journal, 3 << 20, PREFAULT_BLOCK).iter().all(|mapped| *mapped));
         journal.append(&record("b")).unwrap();
-        let (records, _) = journal.read(1, 0, 4 << 20).unwrap();
-        assert_eq!(ids(&records), ["a", "burst", "b"]);
+        assert_eq!(read_ids(&journal, 1, 0, 4 << 20).0, ["a", "burst", "b"]);
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use super::journal::Batch;
 use super::{GENESIS, Journal, chain_hash, encoding};
 use crate::config::{StorageConfig, WriterPriority};
 use crate::store::{AuditColumns, ChainHead, Store, StoredAudit};
@@ -126,13 +127,14 @@ async fn run(store: Store, journal: Arc<Journal>, signals: Arc<Signals>, retenti
     let mut stop_deadline: Option<Instant> = None;
     let mut last_retention = Instant::now() - Duration::from_secs(3600);
     let mut head: Option<ChainHead> = None;
+    let mut batch = Batch::default();
     loop {
         let stopping = signals.stopping.load(Ordering::SeqCst);
         if stopping && stop_deadline.is_none() {
             stop_deadline = Some(Instant::now() + SHUTDOWN_PATIENCE);
         }
         journal.prepare_ahead();
-        let result = step(&store, &journal, &mut head).await;
+        let result = step(&store, &journal, &mut head, &mut batch).await;
         signals.store_down.store(result.is_err(), Ordering::Relaxed);
         if let Some(head) = &head {
             let position = (head.journal_generation as u64, head.journal_offset as u64);
@@ -179,11 +181,14 @@ async fn run(store: Store, journal: Arc<Journal>, signals: Arc<Signals>, retenti
 
 /// Journal records as database rows: stored as JSON, each chained to the one before
 /// from `head` on.
-fn chain(records: Vec<Vec<u8>>, head: ChainHead) -> (Vec<(StoredAudit, AuditColumns)>, ChainHead) {
+fn chain<'a>(
+    records: impl Iterator<Item = &'a [u8]>,
+    head: ChainHead,
+) -> (Vec<(StoredAudit, AuditColumns)>, ChainHead) {
     let mut next = head;
-    let mut rows = Vec::with_capacity(records.len());
+    let mut rows = Vec::new();
     for bytes in records {
-        let record = match encoding::decode(&bytes) {
+        let record = match encoding::decode(bytes) {
             Ok(record) => record,
             Err(error) => {
                 // Only a power cut can leave a record like this (a killed process leaves
@@ -226,7 +231,12 @@ enum Progress {
 }
 
 /// Writes the next batch from the journal, or moves to the next journal file.
-async fn step(store: &Store, journal: &Journal, head: &mut Option<ChainHead>) -> Result<Progress, String> {
+async fn step(
+    store: &Store,
+    journal: &Journal,
+    head: &mut Option<ChainHead>,
+    batch: &mut Batch,
+) -> Result<Progress, String> {
     let current = match head {
         Some(head) => head.clone(),
         None => {
@@ -242,9 +252,8 @@ async fn step(store: &Store, journal: &Journal, head: &mut Option<ChainHead>) ->
         }
     };
     let generation = current.journal_generation as u64;
-    let (records, offset) =
-        journal.read(generation, current.journal_offset as u64, BATCH_BYTES).map_err(|e| e.to_string())?;
-    if records.is_empty() {
+    journal.read(generation, current.journal_offset as u64, BATCH_BYTES, batch).map_err(|e| e.to_string())?;
+    if batch.is_empty() {
         if !journal.has_after(generation) {
             return Ok(Progress::CaughtUp);
         }
@@ -255,8 +264,8 @@ async fn step(store: &Store, journal: &Journal, head: &mut Option<ChainHead>) ->
         *head = Some(next);
         return Ok(Progress::Wrote(0));
     }
-    let (rows, mut next) = chain(records, current);
-    next.journal_offset = offset as i64;
+    let (rows, mut next) = chain(batch.records(), current);
+    next.journal_offset = batch.end as i64;
     store.append_audit(&rows, &next).await.map_err(|e| e.to_string())?;
     *head = Some(next);
     Ok(Progress::Wrote(rows.len() as u64))
