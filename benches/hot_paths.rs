@@ -196,7 +196,7 @@ fn audit_record(c: &mut Criterion) {
             record.input_tokens = Some(12);
             record.output_tokens = Some(20);
             record.cost_usd = Some(0.0000138);
-            record.outcome = Some("completed".to_owned());
+            record.outcome = Some("completed".into());
             journal.append(black_box(&record)).expect("append");
         })
     });

@@ -25,7 +25,7 @@ pub struct Admin {
 
 impl Admin {
     /// Journals an admin action (`key.create`, …) on `subject` with its outcome.
-    pub fn audit(&self, gateway: &Gateway, action: &str, subject: &str, status: StatusCode) {
+    pub fn audit(&self, gateway: &Gateway, action: &'static str, subject: &str, status: StatusCode) {
         let Some(mut record) = gateway.audit.begin("admin", action, &self.request_id, self.client_ip) else { return };
         record.admin = true;
         record.action = Some(action.to_owned());

@@ -94,7 +94,7 @@ pub fn decode(bytes: &[u8]) -> Result<AuditRecord, DecodeError> {
     let record = AuditRecord {
         id: input.string()?,
         at_ms: i64::from_le_bytes(input.array()?),
-        kind: input.string()?,
+        kind: input.string()?.into(),
         request_id: input.opt_string()?,
         admin: input.flag()?,
         key_id: input.opt_string()?,
@@ -106,7 +106,7 @@ pub fn decode(bytes: &[u8]) -> Result<AuditRecord, DecodeError> {
             6 => Some(IpAddr::from(input.array::<16>()?)),
             other => return Err(DecodeError::Marker(other)),
         },
-        endpoint: input.string()?,
+        endpoint: input.string()?.into(),
         requested_model: input.opt_string()?,
         rule: input.opt_string()?,
         target: input.opt_string()?,
@@ -128,7 +128,7 @@ pub fn decode(bytes: &[u8]) -> Result<AuditRecord, DecodeError> {
         cost_usd: input.opt(|input| Ok(f64::from_le_bytes(input.array()?)))?,
         tools: input.strings()?,
         pii_classes: input.strings()?,
-        outcome: input.opt_string()?,
+        outcome: input.opt_string()?.map(Into::into),
         error: input.opt_string()?,
         action: input.opt_string()?,
         subject: input.opt_string()?,
@@ -168,7 +168,7 @@ impl Encoder<'_> {
         }
     }
 
-    fn opt_str(&mut self, text: &Option<String>) {
+    fn opt_str(&mut self, text: &Option<impl std::ops::Deref<Target = str>>) {
         self.opt(text.as_deref(), Self::str);
     }
 

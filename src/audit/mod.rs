@@ -26,14 +26,19 @@ use crate::config::{AuditConfig, StorageConfig};
 
 impl AuditRecord {
     /// A record for a request that has just arrived; the pipeline fills in the rest.
-    pub fn new(kind: &str, endpoint: &str, request_id: &str, client_ip: Option<std::net::IpAddr>) -> AuditRecord {
+    pub fn new(
+        kind: &'static str,
+        endpoint: &'static str,
+        request_id: &str,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> AuditRecord {
         AuditRecord {
             id: crate::protocol::random_id("aud_"),
             at_ms: jiff::Timestamp::now().as_millisecond(),
-            kind: kind.to_owned(),
+            kind: kind.into(),
             request_id: Some(request_id.to_owned()).filter(|id| !id.is_empty()),
             client_ip,
-            endpoint: endpoint.to_owned(),
+            endpoint: endpoint.into(),
             ..AuditRecord::default()
         }
     }
@@ -89,8 +94,8 @@ impl Auditor {
     /// A new record, or `None` when the audit log is off.
     pub fn begin(
         &self,
-        kind: &str,
-        endpoint: &str,
+        kind: &'static str,
+        endpoint: &'static str,
         request_id: &str,
         client_ip: Option<std::net::IpAddr>,
     ) -> Option<AuditRecord> {

@@ -211,7 +211,7 @@ fn chain<'a>(
         };
         let columns = AuditColumns {
             id: record.id,
-            kind: record.kind,
+            kind: record.kind.into_owned(),
             key_id: record.key_id,
             team: record.team,
             end_user: record.end_user,

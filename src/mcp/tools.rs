@@ -256,7 +256,7 @@ fn record_tool_call(
         Ok(result) => result.structured_content.as_ref().and_then(|data| data["status"].as_u64()).unwrap_or(502) as u16,
         Err(error) => error.data.as_ref().and_then(|data| data["status"].as_u64()).unwrap_or(400) as u16,
     };
-    record.outcome = Some(if record.status == 200 { "completed" } else { "failed" }.to_owned());
+    record.outcome = Some(if record.status == 200 { "completed" } else { "failed" }.into());
     record.error = match outcome {
         Ok(result) if result.is_error == Some(true) => {
             result.content.first().and_then(|content| content.as_text()).map(|text| text.text.clone())

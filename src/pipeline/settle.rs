@@ -147,7 +147,7 @@ impl Settlement {
             record.output_tokens = Some(output);
             record.usage_estimated = estimated;
             record.cost_usd = Some(cost_usd);
-            record.outcome = Some(outcome.to_owned());
+            record.outcome = Some(outcome.into());
             record.error = error.map(str::to_owned);
             if let Some(summary) = &summary {
                 record.tools = summary.tools.clone();
