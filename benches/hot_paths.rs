@@ -7,7 +7,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard::audit::{AuditRecord, Journal};
+use switchyard::audit::{AuditEntry, Field, Journal};
 use switchyard::config::{DataFile, UpstreamTimeouts};
 use switchyard::protocol::parse;
 use switchyard::providers::framing::SseDecoder;
@@ -183,21 +183,20 @@ fn audit_record(c: &mut Criterion) {
     let client_ip = Some(std::net::IpAddr::from([127, 0, 0, 1]));
     c.bench_function("audit record: fill and journal", |b| {
         b.iter(|| {
-            let mut record =
-                AuditRecord::new("chat", "/v1/chat/completions", "req_ipnyCQXBJSuSJzHaV8tcO6ZN", client_ip);
-            record.key_id = Some("key_XwO3jCHYLtUzuuFXLDfxazF8".to_owned());
-            record.requested_model = Some("bench/mock".to_owned());
-            record.rule = Some("default".to_owned());
-            record.target = Some("bench/mock".to_owned());
-            record.attempts = 1;
-            record.status = 200;
-            record.latency_ms = Some(1);
-            record.ttfb_ms = Some(1);
-            record.input_tokens = Some(12);
-            record.output_tokens = Some(20);
-            record.cost_usd = Some(0.0000138);
-            record.outcome = Some("completed".into());
-            journal.append(black_box(&record)).expect("append");
+            let mut record = AuditEntry::new("chat", "/v1/chat/completions", "req_ipnyCQXBJSuSJzHaV8tcO6ZN", client_ip);
+            record.set(Field::KeyId("key_XwO3jCHYLtUzuuFXLDfxazF8"));
+            record.set(Field::RequestedModel("bench/mock"));
+            record.set(Field::Rule("default"));
+            record.set(Field::Target("bench/mock"));
+            record.set(Field::Attempts(1));
+            record.set(Field::Status(200));
+            record.set(Field::LatencyMs(1));
+            record.set(Field::TtfbMs(1));
+            record.set(Field::InputTokens(12));
+            record.set(Field::OutputTokens(20));
+            record.set(Field::CostUsd(0.0000138));
+            record.set(Field::Outcome("completed"));
+            journal.append(black_box(&record.finish())).expect("append");
         })
     });
 }

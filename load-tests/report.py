@@ -85,13 +85,17 @@ def ratio(a, b):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--raw", type=pathlib.Path, required=True)
-    parser.add_argument("--out", type=pathlib.Path, required=True)
+    parser.add_argument("--out", type=pathlib.Path)
+    parser.add_argument("--audit-only", action="store_true", help="print the audit log's cost, write nothing")
     parser.add_argument("--quick", default="0")
     parser.add_argument("--placement", default="")
     parser.add_argument("--open-streams", default="")
     parser.add_argument("--command", default="load-tests/run.sh")
     parser.add_argument("--hard-limit", default=str(__import__("resource").getrlimit(__import__("resource").RLIMIT_NOFILE)[1]))
     args = parser.parse_args()
+    if args.audit_only:
+        print("\n".join(audit_cost_lines(args.raw)))
+        return
 
     rows = {}
     for target in ORDER:

@@ -4,13 +4,19 @@
 #   load-tests/run.sh           every scenario, every target (installs oha, LiteLLM, Portkey)
 #   load-tests/run.sh --quick   a few seconds per scenario, direct and switchyard only (CI):
 #                               fails if switchyard answers anything but 2xx
+#   load-tests/run.sh --audit-cost
+#                               only the audit log's cost (AUDIT_PAIRS pairs, default 30),
+#                               printed, not written to results/latest.md: for changes to
+#                               the audit path
 #
 # Targets: the mock directly (the physical limit), switchyard, LiteLLM (2 workers), Portkey.
 # Results: load-tests/results/latest.md and chart.svg (raw JSON in results/raw/).
 set -euo pipefail
 
 QUICK=0
+AUDIT_ONLY=0
 [[ "${1:-}" == "--quick" ]] && QUICK=1
+[[ "${1:-}" == "--audit-cost" ]] && AUDIT_ONLY=1
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 RAW="$HERE/results/raw"
@@ -39,7 +45,7 @@ if [[ $QUICK == 1 ]]; then
   AUDIT_PAIRS=2; AUDIT_SECONDS=2
 else
   LATENCY_REQUESTS=2000; SECONDS_PER_RUN=20; PROFILE=release; BIN="$ROOT/target/release"
-  AUDIT_PAIRS=30; AUDIT_SECONDS=2
+  AUDIT_PAIRS=${AUDIT_PAIRS:-30}; AUDIT_SECONDS=2
   # 10,000 streams need ~20,000 sockets in the gateway alone (client + upstream side);
   # the open-file hard limit caps what a run here can hold: stay below it.
   HARD_LIMIT=$(ulimit -Hn)
@@ -91,7 +97,9 @@ log "building switchyard and the harness ($PROFILE)"
 (cd "$ROOT" && cargo build --profile "$PROFILE" -p switchyard -p switchyard-load-tests --bins)
 
 TARGETS=(direct switchyard)
-if [[ $QUICK == 0 ]]; then
+if [[ $AUDIT_ONLY == 1 ]]; then
+  TARGETS=()
+elif [[ $QUICK == 0 ]]; then
   command -v oha >/dev/null || { log "installing oha"; cargo install oha --locked; }
   if [[ ! -x "$HERE/.venv-litellm/bin/litellm" ]]; then
     log "installing LiteLLM 1.106.2 (never 1.107.0: a compromised release)"
@@ -270,6 +278,11 @@ for target in "${TARGETS[@]}"; do
 done
 
 # ---- report -------------------------------------------------------------------------------
+if [[ $AUDIT_ONLY == 1 ]]; then
+  run_audit_cost
+  python3 "$HERE/report.py" --raw "$RAW" --audit-only
+  exit 0
+fi
 python3 "$HERE/report.py" --raw "$RAW" --out "$HERE/results" --quick "$QUICK" \
   --placement "gateways on CPU $GW_CPU; mock and load generator on CPU $LOAD_CPU; scenario 1 all on CPU $GW_CPU" \
   --open-streams "$OPEN_STREAMS" --command "load-tests/run.sh${1:+ $1}"

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::openai::RequestBody;
+use crate::audit::Field;
 use crate::auth::AuthError;
 use crate::gateway::Gateway;
 use crate::pipeline::{self, RequestContext};
@@ -27,11 +28,11 @@ impl Admin {
     /// Journals an admin action (`key.create`, …) on `subject` with its outcome.
     pub fn audit(&self, gateway: &Gateway, action: &'static str, subject: &str, status: StatusCode) {
         let Some(mut record) = gateway.audit.begin("admin", action, &self.request_id, self.client_ip) else { return };
-        record.admin = true;
-        record.action = Some(action.to_owned());
-        record.subject = Some(subject.to_owned());
-        record.status = status.as_u16();
-        gateway.audit.record(&record);
+        record.set(Field::Admin(true));
+        record.set(Field::Action(action));
+        record.set(Field::Subject(subject));
+        record.set(Field::Status(status.as_u16()));
+        gateway.audit.record(record);
     }
 }
 

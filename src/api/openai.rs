@@ -15,7 +15,7 @@ use futures_util::stream;
 
 use super::edge::RequestId;
 use super::error::{ApiError, stream_error_frame};
-use crate::audit::AuditRecord;
+use crate::audit::{AuditEntry, Field};
 use crate::auth::AuthError;
 use crate::gateway::Gateway;
 use crate::limits::LimitError;
@@ -53,7 +53,7 @@ pub async fn embeddings(
 
 /// A request that ended in an error before any answer: its audit record, metrics and
 /// trace status, then the error.
-fn refused(gateway: &Gateway, context: &RequestContext, audit: Option<AuditRecord>, error: PipelineError) -> Response {
+fn refused(gateway: &Gateway, context: &RequestContext, audit: Option<AuditEntry>, error: PipelineError) -> Response {
     record_refusal(gateway, context, audit, error).into_response()
 }
 
@@ -61,7 +61,7 @@ fn refused(gateway: &Gateway, context: &RequestContext, audit: Option<AuditRecor
 pub fn record_refusal(
     gateway: &Gateway,
     context: &RequestContext,
-    audit: Option<AuditRecord>,
+    audit: Option<AuditEntry>,
     error: PipelineError,
 ) -> ApiError {
     match &error {
@@ -83,12 +83,14 @@ pub fn record_refusal(
     context.trace.set("error.type", status.to_string());
     context.trace.fail(&message);
     if let Some(mut record) = audit {
-        record.target = target;
-        record.attempts = attempts;
-        record.error = Some(message);
-        record.outcome = Some("failed".into());
-        record.status = status;
-        gateway.audit.record(&record);
+        if let Some(target) = &target {
+            record.set(Field::Target(target));
+        }
+        record.set(Field::Attempts(attempts));
+        record.set(Field::Error(&message));
+        record.set(Field::Outcome("failed"));
+        record.set(Field::Status(status));
+        gateway.audit.record(record);
     }
     api_error
 }

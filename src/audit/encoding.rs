@@ -1,12 +1,16 @@
-//! The journal's form of an audit record. A request thread writes it before its response
-//! completes, so it is built to be cheap to write: fields in declaration order with no
-//! names, no escaping and no number formatting. The writer decodes it and stores the
-//! record as JSON, the form every reader (and the hash chain) sees.
+//! The journal's form of an audit record. A request writes it field by field as it
+//! learns each one ([`super::AuditEntry`]), so the end of a request copies one small
+//! buffer instead of reading back a dozen strings gone cold since the request began. It
+//! is built to be cheap to write: a tag byte per field, no names, no escaping and no
+//! number formatting. The writer decodes it and stores the record as JSON, the form
+//! every reader (and the hash chain) sees.
 //!
+//! - a field: its [`Tag`], then its value; fields in any order, a later one replacing an
+//!   earlier one of the same tag; an absent field is `None`, `false`, `0` or empty;
 //! - integers: LEB128 varints (`at_ms` and the cost as 8 bytes, little-endian);
-//! - strings: a varint byte length, then UTF-8;
-//! - options and lists: a presence byte or a varint count, then the values;
-//! - the captured prompt: its JSON text, as a string.
+//! - strings: a varint byte length, then UTF-8; lists: a varint count, then the values;
+//! - the captured prompt: its JSON text, as a string;
+//! - [`Tag::End`] last: a record cut short is an error, never a shorter record.
 //!
 //! The first byte is [`VERSION`]: a journal written by another format is refused, not
 //! misread.
@@ -15,8 +19,8 @@ use std::net::IpAddr;
 
 use super::{AuditRecord, FailedAttempt};
 
-/// The format's version; change it with any change to the field order or encodings.
-const VERSION: u8 = 1;
+/// The format's version; change it with any change to the tags or encodings.
+pub const VERSION: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -34,54 +38,264 @@ pub enum DecodeError {
     Trailing(usize),
 }
 
-/// Appends `record`'s journal form to `out`.
-pub fn encode(record: &AuditRecord, out: &mut Vec<u8>) {
+/// What a request tells its audit record, one field at a time: each is a field of
+/// [`AuditRecord`] (`id`, `at_ms`, `kind`, `endpoint` and `client_ip` are set when the
+/// entry begins).
+#[derive(Debug, Clone, Copy)]
+pub enum Field<'a> {
+    Admin(bool),
+    KeyId(&'a str),
+    Team(&'a str),
+    EndUser(&'a str),
+    RequestedModel(&'a str),
+    Rule(&'a str),
+    Target(&'a str),
+    Attempts(u32),
+    FailedAttempts(&'a [FailedAttempt]),
+    Status(u16),
+    LatencyMs(u64),
+    TtfbMs(u64),
+    InputTokens(u64),
+    OutputTokens(u64),
+    UsageEstimated(bool),
+    CostUsd(f64),
+    Tools(&'a [&'a str]),
+    PiiClasses(&'a [&'a str]),
+    Outcome(&'a str),
+    Error(&'a str),
+    Action(&'a str),
+    Subject(&'a str),
+    Prompt(&'a serde_json::Value),
+    Response(&'a str),
+}
+
+/// The byte before each field's value. Numbers are the format: never reuse one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Tag {
+    End = 0,
+    Id = 1,
+    AtMs = 2,
+    Kind = 3,
+    RequestId = 4,
+    Admin = 5,
+    KeyId = 6,
+    Team = 7,
+    EndUser = 8,
+    ClientIp = 9,
+    Endpoint = 10,
+    RequestedModel = 11,
+    Rule = 12,
+    Target = 13,
+    Attempts = 14,
+    FailedAttempts = 15,
+    Status = 16,
+    LatencyMs = 17,
+    TtfbMs = 18,
+    InputTokens = 19,
+    OutputTokens = 20,
+    UsageEstimated = 21,
+    CostUsd = 22,
+    Tools = 23,
+    PiiClasses = 24,
+    Outcome = 25,
+    Error = 26,
+    Action = 27,
+    Subject = 28,
+    Prompt = 29,
+    Response = 30,
+}
+
+impl Tag {
+    const ALL: [Tag; 31] = [
+        Tag::End,
+        Tag::Id,
+        Tag::AtMs,
+        Tag::Kind,
+        Tag::RequestId,
+        Tag::Admin,
+        Tag::KeyId,
+        Tag::Team,
+        Tag::EndUser,
+        Tag::ClientIp,
+        Tag::Endpoint,
+        Tag::RequestedModel,
+        Tag::Rule,
+        Tag::Target,
+        Tag::Attempts,
+        Tag::FailedAttempts,
+        Tag::Status,
+        Tag::LatencyMs,
+        Tag::TtfbMs,
+        Tag::InputTokens,
+        Tag::OutputTokens,
+        Tag::UsageEstimated,
+        Tag::CostUsd,
+        Tag::Tools,
+        Tag::PiiClasses,
+        Tag::Outcome,
+        Tag::Error,
+        Tag::Action,
+        Tag::Subject,
+        Tag::Prompt,
+        Tag::Response,
+    ];
+}
+
+/// Writes the fields an entry begins with: the version, then who and what arrived when.
+pub fn begin(
+    out: &mut Vec<u8>,
+    id: &str,
+    at_ms: i64,
+    kind: &str,
+    endpoint: &str,
+    request_id: Option<&str>,
+    client_ip: Option<IpAddr>,
+) {
+    out.push(VERSION);
     let mut out = Encoder(out);
-    out.0.push(VERSION);
-    out.str(&record.id);
-    out.0.extend_from_slice(&record.at_ms.to_le_bytes());
-    out.str(&record.kind);
-    out.opt_str(&record.request_id);
-    out.0.push(u8::from(record.admin));
-    out.opt_str(&record.key_id);
-    out.opt_str(&record.team);
-    out.opt_str(&record.end_user);
-    match record.client_ip {
-        None => out.0.push(0),
-        Some(IpAddr::V4(ip)) => {
-            out.0.push(4);
-            out.0.extend_from_slice(&ip.octets());
-        }
-        Some(IpAddr::V6(ip)) => {
-            out.0.push(6);
-            out.0.extend_from_slice(&ip.octets());
+    out.tagged_str(Tag::Id, id);
+    out.tag(Tag::AtMs);
+    out.0.extend_from_slice(&at_ms.to_le_bytes());
+    out.tagged_str(Tag::Kind, kind);
+    out.tagged_str(Tag::Endpoint, endpoint);
+    if let Some(request_id) = request_id {
+        out.tagged_str(Tag::RequestId, request_id);
+    }
+    if let Some(ip) = client_ip {
+        out.tag(Tag::ClientIp);
+        match ip {
+            IpAddr::V4(ip) => {
+                out.0.push(4);
+                out.0.extend_from_slice(&ip.octets());
+            }
+            IpAddr::V6(ip) => {
+                out.0.push(6);
+                out.0.extend_from_slice(&ip.octets());
+            }
         }
     }
-    out.str(&record.endpoint);
-    out.opt_str(&record.requested_model);
-    out.opt_str(&record.rule);
-    out.opt_str(&record.target);
-    out.varint(u64::from(record.attempts));
-    out.varint(record.failed_attempts.len() as u64);
-    for attempt in &record.failed_attempts {
-        out.str(&attempt.target);
-        out.str(&attempt.error);
+}
+
+/// Appends one field.
+pub fn put(out: &mut Vec<u8>, field: Field<'_>) {
+    let mut out = Encoder(out);
+    match field {
+        Field::Admin(admin) => out.tagged_flag(Tag::Admin, admin),
+        Field::KeyId(text) => out.tagged_str(Tag::KeyId, text),
+        Field::Team(text) => out.tagged_str(Tag::Team, text),
+        Field::EndUser(text) => out.tagged_str(Tag::EndUser, text),
+        Field::RequestedModel(text) => out.tagged_str(Tag::RequestedModel, text),
+        Field::Rule(text) => out.tagged_str(Tag::Rule, text),
+        Field::Target(text) => out.tagged_str(Tag::Target, text),
+        Field::Attempts(count) => out.tagged_varint(Tag::Attempts, u64::from(count)),
+        Field::FailedAttempts(attempts) => {
+            out.tag(Tag::FailedAttempts);
+            out.varint(attempts.len() as u64);
+            for attempt in attempts {
+                out.str(&attempt.target);
+                out.str(&attempt.error);
+            }
+        }
+        Field::Status(status) => out.tagged_varint(Tag::Status, u64::from(status)),
+        Field::LatencyMs(ms) => out.tagged_varint(Tag::LatencyMs, ms),
+        Field::TtfbMs(ms) => out.tagged_varint(Tag::TtfbMs, ms),
+        Field::InputTokens(tokens) => out.tagged_varint(Tag::InputTokens, tokens),
+        Field::OutputTokens(tokens) => out.tagged_varint(Tag::OutputTokens, tokens),
+        Field::UsageEstimated(estimated) => out.tagged_flag(Tag::UsageEstimated, estimated),
+        Field::CostUsd(cost) => {
+            out.tag(Tag::CostUsd);
+            out.0.extend_from_slice(&cost.to_le_bytes());
+        }
+        Field::Tools(names) => out.tagged_strs(Tag::Tools, names),
+        Field::PiiClasses(names) => out.tagged_strs(Tag::PiiClasses, names),
+        Field::Outcome(text) => out.tagged_str(Tag::Outcome, text),
+        Field::Error(text) => out.tagged_str(Tag::Error, text),
+        Field::Action(text) => out.tagged_str(Tag::Action, text),
+        Field::Subject(text) => out.tagged_str(Tag::Subject, text),
+        Field::Prompt(prompt) => out.tagged_str(Tag::Prompt, &prompt.to_string()),
+        Field::Response(text) => out.tagged_str(Tag::Response, text),
     }
-    out.varint(u64::from(record.status));
-    out.opt_u64(record.latency_ms);
-    out.opt_u64(record.ttfb_ms);
-    out.opt_u64(record.input_tokens);
-    out.opt_u64(record.output_tokens);
-    out.0.push(u8::from(record.usage_estimated));
-    out.opt(record.cost_usd, |out, cost| out.0.extend_from_slice(&cost.to_le_bytes()));
-    out.strs(&record.tools);
-    out.strs(&record.pii_classes);
-    out.opt_str(&record.outcome);
-    out.opt_str(&record.error);
-    out.opt_str(&record.action);
-    out.opt_str(&record.subject);
-    out.opt(record.prompt.as_ref(), |out, prompt| out.str(&prompt.to_string()));
-    out.opt_str(&record.response);
+}
+
+/// Closes a record: nothing may follow.
+pub fn end(out: &mut Vec<u8>) {
+    out.push(Tag::End as u8);
+}
+
+/// A whole record's journal form, as a request would have written it.
+#[cfg(test)]
+pub fn encode(record: &AuditRecord, out: &mut Vec<u8>) {
+    begin(
+        out,
+        &record.id,
+        record.at_ms,
+        &record.kind,
+        &record.endpoint,
+        record.request_id.as_deref(),
+        record.client_ip,
+    );
+    if let Some(text) = &record.key_id {
+        put(out, Field::KeyId(text));
+    }
+    if let Some(text) = &record.team {
+        put(out, Field::Team(text));
+    }
+    if let Some(text) = &record.end_user {
+        put(out, Field::EndUser(text));
+    }
+    if let Some(text) = &record.requested_model {
+        put(out, Field::RequestedModel(text));
+    }
+    if let Some(text) = &record.rule {
+        put(out, Field::Rule(text));
+    }
+    if let Some(text) = &record.target {
+        put(out, Field::Target(text));
+    }
+    if let Some(text) = &record.outcome {
+        put(out, Field::Outcome(text));
+    }
+    if let Some(text) = &record.error {
+        put(out, Field::Error(text));
+    }
+    if let Some(text) = &record.action {
+        put(out, Field::Action(text));
+    }
+    if let Some(text) = &record.subject {
+        put(out, Field::Subject(text));
+    }
+    if let Some(text) = &record.response {
+        put(out, Field::Response(text));
+    }
+    if let Some(number) = record.latency_ms {
+        put(out, Field::LatencyMs(number));
+    }
+    if let Some(number) = record.ttfb_ms {
+        put(out, Field::TtfbMs(number));
+    }
+    if let Some(number) = record.input_tokens {
+        put(out, Field::InputTokens(number));
+    }
+    if let Some(number) = record.output_tokens {
+        put(out, Field::OutputTokens(number));
+    }
+    if let Some(number) = record.cost_usd {
+        put(out, Field::CostUsd(number));
+    }
+    put(out, Field::Admin(record.admin));
+    put(out, Field::Attempts(record.attempts));
+    put(out, Field::FailedAttempts(&record.failed_attempts));
+    put(out, Field::Status(record.status));
+    put(out, Field::UsageEstimated(record.usage_estimated));
+    let tools: Vec<&str> = record.tools.iter().map(String::as_str).collect();
+    put(out, Field::Tools(&tools));
+    let classes: Vec<&str> = record.pii_classes.iter().map(String::as_str).collect();
+    put(out, Field::PiiClasses(&classes));
+    if let Some(prompt) = &record.prompt {
+        put(out, Field::Prompt(prompt));
+    }
+    end(out);
 }
 
 /// The record `bytes` (one whole journal entry) encodes.
@@ -91,50 +305,57 @@ pub fn decode(bytes: &[u8]) -> Result<AuditRecord, DecodeError> {
     if version != VERSION {
         return Err(DecodeError::Version(version));
     }
-    let record = AuditRecord {
-        id: input.string()?,
-        at_ms: i64::from_le_bytes(input.array()?),
-        kind: input.string()?.into(),
-        request_id: input.opt_string()?,
-        admin: input.flag()?,
-        key_id: input.opt_string()?,
-        team: input.opt_string()?,
-        end_user: input.opt_string()?,
-        client_ip: match input.byte()? {
-            0 => None,
-            4 => Some(IpAddr::from(input.array::<4>()?)),
-            6 => Some(IpAddr::from(input.array::<16>()?)),
-            other => return Err(DecodeError::Marker(other)),
-        },
-        endpoint: input.string()?.into(),
-        requested_model: input.opt_string()?,
-        rule: input.opt_string()?,
-        target: input.opt_string()?,
-        attempts: input.varint()? as u32,
-        failed_attempts: {
-            let count = input.count()?;
-            let mut attempts = Vec::with_capacity(count);
-            for _ in 0..count {
-                attempts.push(FailedAttempt { target: input.string()?, error: input.string()? });
+    let mut record = AuditRecord::default();
+    loop {
+        let marker = input.byte()?;
+        let tag = *Tag::ALL.get(usize::from(marker)).ok_or(DecodeError::Marker(marker))?;
+        match tag {
+            Tag::End => break,
+            Tag::Id => record.id = input.string()?,
+            Tag::AtMs => record.at_ms = i64::from_le_bytes(input.array()?),
+            Tag::Kind => record.kind = input.string()?.into(),
+            Tag::RequestId => record.request_id = Some(input.string()?),
+            Tag::Admin => record.admin = input.flag()?,
+            Tag::KeyId => record.key_id = Some(input.string()?),
+            Tag::Team => record.team = Some(input.string()?),
+            Tag::EndUser => record.end_user = Some(input.string()?),
+            Tag::ClientIp => {
+                record.client_ip = Some(match input.byte()? {
+                    4 => IpAddr::from(input.array::<4>()?),
+                    6 => IpAddr::from(input.array::<16>()?),
+                    other => return Err(DecodeError::Marker(other)),
+                })
             }
-            attempts
-        },
-        status: input.varint()? as u16,
-        latency_ms: input.opt_u64()?,
-        ttfb_ms: input.opt_u64()?,
-        input_tokens: input.opt_u64()?,
-        output_tokens: input.opt_u64()?,
-        usage_estimated: input.flag()?,
-        cost_usd: input.opt(|input| Ok(f64::from_le_bytes(input.array()?)))?,
-        tools: input.strings()?,
-        pii_classes: input.strings()?,
-        outcome: input.opt_string()?.map(Into::into),
-        error: input.opt_string()?,
-        action: input.opt_string()?,
-        subject: input.opt_string()?,
-        prompt: input.opt(|input| serde_json::from_str(&input.string()?).map_err(DecodeError::Prompt))?,
-        response: input.opt_string()?,
-    };
+            Tag::Endpoint => record.endpoint = input.string()?.into(),
+            Tag::RequestedModel => record.requested_model = Some(input.string()?),
+            Tag::Rule => record.rule = Some(input.string()?),
+            Tag::Target => record.target = Some(input.string()?),
+            Tag::Attempts => record.attempts = input.varint()? as u32,
+            Tag::FailedAttempts => {
+                let count = input.count()?;
+                record.failed_attempts = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let attempt = FailedAttempt { target: input.string()?, error: input.string()? };
+                    record.failed_attempts.push(attempt);
+                }
+            }
+            Tag::Status => record.status = input.varint()? as u16,
+            Tag::LatencyMs => record.latency_ms = Some(input.varint()?),
+            Tag::TtfbMs => record.ttfb_ms = Some(input.varint()?),
+            Tag::InputTokens => record.input_tokens = Some(input.varint()?),
+            Tag::OutputTokens => record.output_tokens = Some(input.varint()?),
+            Tag::UsageEstimated => record.usage_estimated = input.flag()?,
+            Tag::CostUsd => record.cost_usd = Some(f64::from_le_bytes(input.array()?)),
+            Tag::Tools => record.tools = input.strings()?,
+            Tag::PiiClasses => record.pii_classes = input.strings()?,
+            Tag::Outcome => record.outcome = Some(input.string()?.into()),
+            Tag::Error => record.error = Some(input.string()?),
+            Tag::Action => record.action = Some(input.string()?),
+            Tag::Subject => record.subject = Some(input.string()?),
+            Tag::Prompt => record.prompt = Some(serde_json::from_str(&input.string()?).map_err(DecodeError::Prompt)?),
+            Tag::Response => record.response = Some(input.string()?),
+        }
+    }
     match input.0.len() {
         0 => Ok(record),
         left => Err(DecodeError::Trailing(left)),
@@ -144,6 +365,10 @@ pub fn decode(bytes: &[u8]) -> Result<AuditRecord, DecodeError> {
 struct Encoder<'a>(&'a mut Vec<u8>);
 
 impl Encoder<'_> {
+    fn tag(&mut self, tag: Tag) {
+        self.0.push(tag as u8);
+    }
+
     fn varint(&mut self, mut value: u64) {
         while value >= 0x80 {
             self.0.push(value as u8 | 0x80);
@@ -157,26 +382,23 @@ impl Encoder<'_> {
         self.0.extend_from_slice(text.as_bytes());
     }
 
-    /// A presence byte (0 or 1), then the value if there is one.
-    fn opt<T>(&mut self, value: Option<T>, write: impl FnOnce(&mut Self, T)) {
-        match value {
-            None => self.0.push(0),
-            Some(value) => {
-                self.0.push(1);
-                write(self, value);
-            }
-        }
+    fn tagged_varint(&mut self, tag: Tag, value: u64) {
+        self.tag(tag);
+        self.varint(value);
     }
 
-    fn opt_str(&mut self, text: &Option<impl std::ops::Deref<Target = str>>) {
-        self.opt(text.as_deref(), Self::str);
+    fn tagged_str(&mut self, tag: Tag, text: &str) {
+        self.tag(tag);
+        self.str(text);
     }
 
-    fn opt_u64(&mut self, value: Option<u64>) {
-        self.opt(value, Self::varint);
+    fn tagged_flag(&mut self, tag: Tag, flag: bool) {
+        self.tag(tag);
+        self.0.push(u8::from(flag));
     }
 
-    fn strs(&mut self, texts: &[String]) {
+    fn tagged_strs(&mut self, tag: Tag, texts: &[&str]) {
+        self.tag(tag);
         self.varint(texts.len() as u64);
         for text in texts {
             self.str(text);
@@ -242,22 +464,6 @@ impl Decoder<'_> {
         std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| DecodeError::Utf8)
     }
 
-    /// A presence byte, then the value `read` reads if it says there is one.
-    fn opt<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T, DecodeError>) -> Result<Option<T>, DecodeError> {
-        match self.flag()? {
-            false => Ok(None),
-            true => read(self).map(Some),
-        }
-    }
-
-    fn opt_string(&mut self) -> Result<Option<String>, DecodeError> {
-        self.opt(Self::string)
-    }
-
-    fn opt_u64(&mut self) -> Result<Option<u64>, DecodeError> {
-        self.opt(Self::varint)
-    }
-
     fn strings(&mut self) -> Result<Vec<String>, DecodeError> {
         let count = self.count()?;
         let mut strings = Vec::with_capacity(count);
@@ -321,6 +527,13 @@ mod tests {
     }
 
     #[test]
+    fn every_tag_decodes_as_its_own_number() {
+        for (number, tag) in Tag::ALL.iter().enumerate() {
+            assert_eq!(*tag as usize, number);
+        }
+    }
+
+    #[test]
     fn damaged_records_are_errors_not_panics() {
         let mut bytes = Vec::new();
         encode(&full_record(), &mut bytes);
@@ -331,8 +544,8 @@ mod tests {
         longer.push(0);
         assert!(matches!(decode(&longer), Err(DecodeError::Trailing(1))));
         let mut other_version = bytes.clone();
-        other_version[0] = 2;
-        assert!(matches!(decode(&other_version), Err(DecodeError::Version(2))));
+        other_version[0] = 1;
+        assert!(matches!(decode(&other_version), Err(DecodeError::Version(1))));
         // Every single-byte corruption decodes to something or fails; it never panics.
         for at in 0..bytes.len() {
             let mut damaged = bytes.clone();

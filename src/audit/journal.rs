@@ -10,7 +10,7 @@
 //! survives the process being killed (not a power cut: `fsync` is left to the OS).
 //!
 //! An entry is a 4-byte little-endian length, then the record in its journal form
-//! ([`super::encoding`]). The length is written after the record, so an entry whose
+//! ([`super::encoding`], as a request wrote it in its [`super::AuditEntry`]). The length is written after the record, so an entry whose
 //! length is there is whole; the unused tail of a segment is zeros, so a zero length
 //! marks the end. A full segment is closed and the next generation starts; consumed ones
 //! are deleted.
@@ -27,8 +27,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use memmap2::MmapRaw;
-
-use super::{AuditRecord, encoding};
 
 /// Size of a journal file.
 const SEGMENT: u64 = 64 * 1024 * 1024;
@@ -128,20 +126,8 @@ impl Journal {
         })
     }
 
-    /// Appends a record, before the caller goes on.
-    pub fn append(&self, record: &AuditRecord) -> Result<(), JournalError> {
-        thread_local! {
-            /// The entry being written, kept per thread so its allocation is reused.
-            static ENTRY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        ENTRY.with_borrow_mut(|entry| {
-            entry.clear();
-            encoding::encode(record, entry);
-            self.append_entry(entry)
-        })
-    }
-
-    fn append_entry(&self, record: &[u8]) -> Result<(), JournalError> {
+    /// Appends a record in its journal form, before the caller goes on.
+    pub fn append(&self, record: &[u8]) -> Result<(), JournalError> {
         let size = (HEADER + record.len()) as u64;
         if size > SEGMENT {
             let path = file_path(&self.dir, 0);
@@ -448,6 +434,13 @@ fn generations(dir: &Path) -> Result<Vec<u64>, JournalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::{AuditRecord, encoding};
+
+    fn append(journal: &Journal, record: &AuditRecord) {
+        let mut bytes = Vec::new();
+        encoding::encode(record, &mut bytes);
+        journal.append(&bytes).unwrap();
+    }
 
     fn record(id: &str) -> AuditRecord {
         AuditRecord {
@@ -469,14 +462,14 @@ mod tests {
     fn appends_are_read_back_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path()).unwrap();
-        journal.append(&record("a")).unwrap();
-        journal.append(&record("b")).unwrap();
+        append(&journal, &record("a"));
+        append(&journal, &record("b"));
         let (records, offset) = read_ids(&journal, 1, 0, 1 << 20);
         assert_eq!(records, ["a", "b"]);
         assert!(Journal::open(dir.path()).is_err(), "a second process on the same directory is refused");
         drop(journal);
         let journal = Journal::open(dir.path()).unwrap();
-        journal.append(&record("c")).unwrap();
+        append(&journal, &record("c"));
         let (records, end) = read_ids(&journal, 1, offset, 1 << 20);
         assert_eq!(records, ["c"]);
         assert_eq!(journal.pending_bytes(1, offset), end - offset);
@@ -489,10 +482,10 @@ mod tests {
         let journal = Journal::open(dir.path()).unwrap();
         let large = AuditRecord { response: Some("x".repeat(10_000)), ..record("large") };
         for id in ["a", "b"] {
-            journal.append(&record(id)).unwrap();
+            append(&journal, &record(id));
         }
-        journal.append(&large).unwrap();
-        journal.append(&record("c")).unwrap();
+        append(&journal, &large);
+        append(&journal, &record("c"));
         let mut small = Vec::new();
         encoding::encode(&record("a"), &mut small);
         let limit = 2 * (HEADER + small.len()) + HEADER + 1;
@@ -509,7 +502,7 @@ mod tests {
     fn a_record_cut_short_by_a_crash_is_cleared() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path()).unwrap();
-        journal.append(&record("a")).unwrap();
+        append(&journal, &record("a"));
         let (_, end) = read_ids(&journal, 1, 0, 1 << 20);
         drop(journal);
         // A crash mid-copy: bytes of a long record, and no length before them. Left in
@@ -523,10 +516,10 @@ mod tests {
         }
         std::fs::write(&path, &bytes).unwrap();
         let journal = Journal::open(dir.path()).unwrap();
-        journal.append(&record("b")).unwrap();
+        append(&journal, &record("b"));
         drop(journal);
         let journal = Journal::open(dir.path()).unwrap();
-        journal.append(&record("c")).unwrap();
+        append(&journal, &record("c"));
         assert_eq!(read_ids(&journal, 1, 0, 1 << 20).0, ["a", "b", "c"]);
     }
 
@@ -547,7 +540,7 @@ mod tests {
     fn the_writer_prefaults_pages_ahead_of_appends_without_changing_them() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path()).unwrap();
-        journal.append(&record("a")).unwrap();
+        append(&journal, &record("a"));
         let ahead = PREFAULT_BLOCK..AHEAD_MIN;
         assert!(mapped_pages(&journal, ahead.start, ahead.end - ahead.start).iter().all(|mapped| !mapped));
         journal.prepare_ahead();
@@ -555,10 +548,10 @@ mod tests {
         assert!(!mapped_pages(&journal, AHEAD_MAX, PREFAULT_BLOCK)[0], "an idle journal keeps a small window");
         // A burst between two runs of the writer widens the window to twice the burst.
         let burst = AuditRecord { response: Some("x".repeat(1 << 20)), ..record("burst") };
-        journal.append(&burst).unwrap();
+        append(&journal, &burst);
         journal.prepare_ahead();
         assert!(mapped_pages(&journal, 3 << 20, PREFAULT_BLOCK).iter().all(|mapped| *mapped));
-        journal.append(&record("b")).unwrap();
+        append(&journal, &record("b"));
         assert_eq!(read_ids(&journal, 1, 0, 4 << 20).0, ["a", "burst", "b"]);
     }
 }

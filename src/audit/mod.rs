@@ -1,9 +1,10 @@
 //! The audit log: one record per chat, embeddings and admin action, tamper-evident and
 //! never lost.
 //!
-//! - A record is appended to a local journal ([`journal`]) before the response it
-//!   describes completes: a compact binary form ([`encoding`]) copied into a memory-mapped
-//!   file, no system call and no database on the request path.
+//! - A request fills in its record as an [`AuditEntry`], already in the journal's compact
+//!   binary form ([`encoding`]), and appends it to a local journal ([`journal`]) before
+//!   the response it describes completes: a copy into a memory-mapped file, no system
+//!   call and no database on the request path.
 //! - One task ([`writer`]) moves records from the journal to the database in batches,
 //!   chaining each to the one before with SHA-256 (a chain per instance). While the
 //!   database is down, records wait in the journal; SIGTERM drains it before exit; after
@@ -11,6 +12,7 @@
 //! - [`verify`] recomputes every chain and names the first broken link.
 
 mod encoding;
+mod entry;
 mod journal;
 mod record;
 pub mod verify;
@@ -19,39 +21,12 @@ mod writer;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
+pub use encoding::Field;
+pub use entry::AuditEntry;
 pub use journal::{Journal, JournalError};
 pub use record::{AuditRecord, ContentCapture, FailedAttempt, GENESIS, chain_hash};
 
 use crate::config::{AuditConfig, StorageConfig};
-
-impl AuditRecord {
-    /// A record for a request that has just arrived; the pipeline fills in the rest.
-    pub fn new(
-        kind: &'static str,
-        endpoint: &'static str,
-        request_id: &str,
-        client_ip: Option<std::net::IpAddr>,
-    ) -> AuditRecord {
-        AuditRecord {
-            id: crate::protocol::random_id("aud_"),
-            at_ms: jiff::Timestamp::now().as_millisecond(),
-            kind: kind.into(),
-            request_id: Some(request_id.to_owned()).filter(|id| !id.is_empty()),
-            client_ip,
-            endpoint: endpoint.into(),
-            ..AuditRecord::default()
-        }
-    }
-
-    /// Who asked.
-    pub fn set_principal(&mut self, principal: &crate::auth::Principal) {
-        self.admin = principal.is_admin();
-        if let Some(key) = principal.key() {
-            self.key_id = Some(key.record.id.clone());
-            self.team = key.record.team.clone();
-        }
-    }
-}
 
 pub struct Auditor {
     enabled: bool,
@@ -98,8 +73,8 @@ impl Auditor {
         endpoint: &'static str,
         request_id: &str,
         client_ip: Option<std::net::IpAddr>,
-    ) -> Option<AuditRecord> {
-        self.enabled.then(|| AuditRecord::new(kind, endpoint, request_id, client_ip))
+    ) -> Option<AuditEntry> {
+        self.enabled.then(|| AuditEntry::new(kind, endpoint, request_id, client_ip))
     }
 
     /// Content capture for `principal`: its key's setting, else its team's, else the
@@ -125,18 +100,17 @@ impl Auditor {
 
     /// Journals a record. A journal that cannot be written (a full disk) is an error in
     /// the log with the record itself, so it can still be recovered from there.
-    pub fn record(&self, record: &AuditRecord) {
+    pub fn record(&self, entry: AuditEntry) {
         if !self.enabled {
             return;
         }
+        let entry = entry.finish();
         // The writer is not woken per record: it reads the journal every 200 ms, in
         // batches (a wake-up per request cost a fifth of the CPU in context switches).
-        match self.journal.append(record) {
-            Ok(()) => {}
-            Err(error) => {
-                let line = serde_json::to_string(record).unwrap_or_default();
-                tracing::error!(record = %line, "audit record not journaled: {error}");
-            }
+        if let Err(error) = self.journal.append(&entry) {
+            let line = encoding::decode(&entry).map(|record| serde_json::to_string(&record).unwrap_or_default());
+            let line = line.unwrap_or_else(|decode_error| format!("undecodable ({decode_error})"));
+            tracing::error!(record = %line, "audit record not journaled: {error}");
         }
     }
 

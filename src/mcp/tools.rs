@@ -6,7 +6,7 @@ use rmcp::ErrorData;
 use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, JsonObject, Tool, object};
 use serde_json::{Value, json};
 
-use crate::audit::ContentCapture;
+use crate::audit::{ContentCapture, Field};
 use crate::auth::{AuthError, Principal};
 use crate::gateway::Gateway;
 use crate::limits::spec::Limits;
@@ -247,26 +247,34 @@ fn record_tool_call(
         return;
     };
     record.set_principal(principal);
-    record.action = Some(format!("tool.{tool}"));
-    record.tools = vec![tool.to_owned()];
-    record.end_user = pipeline::end_user_of(context, None);
-    record.status = match outcome {
+    record.set(Field::Action(&format!("tool.{tool}")));
+    record.set(Field::Tools(&[tool]));
+    if let Some(end_user) = pipeline::end_user_of(context, None) {
+        record.set(Field::EndUser(&end_user));
+    }
+    let status = match outcome {
         Ok(result) if result.is_error != Some(true) => 200,
         // A refusal of ours says its status; an upstream's error is a bad gateway.
         Ok(result) => result.structured_content.as_ref().and_then(|data| data["status"].as_u64()).unwrap_or(502) as u16,
         Err(error) => error.data.as_ref().and_then(|data| data["status"].as_u64()).unwrap_or(400) as u16,
     };
-    record.outcome = Some(if record.status == 200 { "completed" } else { "failed" }.into());
-    record.error = match outcome {
+    record.set(Field::Status(status));
+    record.set(Field::Outcome(if status == 200 { "completed" } else { "failed" }));
+    let error = match outcome {
         Ok(result) if result.is_error == Some(true) => {
-            result.content.first().and_then(|content| content.as_text()).map(|text| text.text.clone())
+            result.content.first().and_then(|content| content.as_text()).map(|text| text.text.as_str())
         }
-        Err(error) => Some(error.message.to_string()),
+        Err(error) => Some(error.message.as_ref()),
         Ok(_) => None,
     };
-    if let Some((elapsed, arguments)) = call {
-        record.latency_ms = Some(elapsed.as_millis() as u64);
-        record.prompt = arguments;
+    if let Some(error) = error {
+        record.set(Field::Error(error));
     }
-    gateway.audit.record(&record);
+    if let Some((elapsed, arguments)) = call {
+        record.set(Field::LatencyMs(elapsed.as_millis() as u64));
+        if let Some(arguments) = &arguments {
+            record.set(Field::Prompt(arguments));
+        }
+    }
+    gateway.audit.record(record);
 }

@@ -23,7 +23,7 @@ mod answer;
 mod settle;
 pub mod views;
 
-use crate::audit::{AuditRecord, ContentCapture, FailedAttempt};
+use crate::audit::{AuditEntry, ContentCapture, FailedAttempt, Field};
 use crate::auth::{self, AuthError, Principal};
 use crate::gateway::Gateway;
 use crate::keys::{KEY_PREFIX, Lookup};
@@ -130,7 +130,7 @@ pub async fn chat(
     gateway: &Gateway,
     context: &RequestContext,
     body: &Bytes,
-    audit: &mut Option<AuditRecord>,
+    audit: &mut Option<AuditEntry>,
 ) -> Result<(ChatOutput, RouteReport), PipelineError> {
     let principal = authenticate_phase(gateway, context, audit).await?;
     let mut request = parse::chat_request(body)?;
@@ -194,7 +194,7 @@ pub async fn embeddings(
     gateway: &Gateway,
     context: &RequestContext,
     body: &Bytes,
-    audit: &mut Option<AuditRecord>,
+    audit: &mut Option<AuditEntry>,
 ) -> Result<(Bytes, RouteReport), PipelineError> {
     let principal = authenticate_phase(gateway, context, audit).await?;
     let mut request = parse::embeddings_request(body)?;
@@ -241,7 +241,7 @@ pub async fn embeddings(
 async fn authenticate_phase(
     gateway: &Gateway,
     context: &RequestContext,
-    audit: &mut Option<AuditRecord>,
+    audit: &mut Option<AuditEntry>,
 ) -> Result<Principal, AuthError> {
     let mut span = context.trace.span("authenticate");
     let principal = authenticate(gateway, context).await;
@@ -267,14 +267,16 @@ pub fn end_user_of(context: &RequestContext, body_user: Option<&str>) -> Option<
 }
 
 /// What the audit record and the trace learn from the parsed request.
-fn note_request(context: &RequestContext, audit: &mut Option<AuditRecord>, model: &str, end_user: Option<&str>) {
+fn note_request(context: &RequestContext, audit: &mut Option<AuditEntry>, model: &str, end_user: Option<&str>) {
     if context.trace.is_recording() {
         context.trace.set("gen_ai.request.model", model.to_owned());
         context.trace.rename(format!("{} {model}", context.trace.operation()));
     }
     if let Some(record) = audit {
-        record.requested_model = Some(model.to_owned());
-        record.end_user = end_user.map(str::to_owned);
+        record.set(Field::RequestedModel(model));
+        if let Some(end_user) = end_user {
+            record.set(Field::EndUser(end_user));
+        }
     }
 }
 
@@ -282,7 +284,7 @@ fn note_request(context: &RequestContext, audit: &mut Option<AuditRecord>, model
 /// classes found.
 fn note_plan(
     context: &RequestContext,
-    audit: &mut Option<AuditRecord>,
+    audit: &mut Option<AuditEntry>,
     plan: Result<Plan, RoutingError>,
 ) -> Result<Plan, RoutingError> {
     if let Ok(plan) = &plan {
@@ -291,12 +293,16 @@ fn note_plan(
     if let Some(record) = audit {
         match &plan {
             Ok(plan) => {
-                record.rule = Some(plan.rule.clone().unwrap_or_else(|| "default".into()));
-                record.pii_classes = plan.pii_found.iter().map(|class| class.name().to_owned()).collect();
+                record.set(Field::Rule(plan.rule.as_deref().unwrap_or("default")));
+                if !plan.pii_found.is_empty() {
+                    let classes: Vec<&str> = plan.pii_found.iter().map(|class| class.name()).collect();
+                    record.set(Field::PiiClasses(&classes));
+                }
             }
             Err(RoutingError::PiiBlocked { rule, classes }) => {
-                record.rule = Some(rule.clone());
-                record.pii_classes = classes.clone();
+                record.set(Field::Rule(rule));
+                let classes: Vec<&str> = classes.iter().map(String::as_str).collect();
+                record.set(Field::PiiClasses(&classes));
             }
             Err(_) => {}
         }
@@ -449,7 +455,7 @@ impl<Reply> Dispatched<Reply> {
         end_user: Option<String>,
         admission: Option<Admission>,
         started: Instant,
-        audit: Option<AuditRecord>,
+        audit: Option<AuditEntry>,
         asked: Asked,
         plan: &Plan,
     ) -> (Reply, Settlement) {
@@ -505,9 +511,9 @@ struct DispatchFailure {
 }
 
 impl DispatchFailure {
-    fn into_error(self, plan: &Plan, audit: &mut Option<AuditRecord>) -> PipelineError {
+    fn into_error(self, plan: &Plan, audit: &mut Option<AuditEntry>) -> PipelineError {
         if let Some(record) = audit {
-            record.failed_attempts = self.failed_attempts;
+            record.set(Field::FailedAttempts(&self.failed_attempts));
         }
         let route = RouteReport {
             rule: plan.rule.clone().unwrap_or_else(|| "default".into()),

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::FrameStream;
 use super::answer::{Answer, Summary};
-use crate::audit::{AuditRecord, Auditor, ContentCapture, FailedAttempt};
+use crate::audit::{AuditEntry, Auditor, ContentCapture, FailedAttempt, Field};
 use crate::limits::Admission;
 use crate::protocol::Usage;
 use crate::protocol::parse;
@@ -57,7 +57,7 @@ pub(super) struct Settlement {
     pub usage_writer: Arc<UsageWriter>,
     pub metrics: Arc<Metrics>,
     /// The request's audit record, completed and journaled when the answer is.
-    pub audit: Option<(AuditRecord, Arc<Auditor>)>,
+    pub audit: Option<(AuditEntry, Arc<Auditor>)>,
     pub capture: ContentCapture,
     pub detector: Arc<PiiDetector>,
     pub attempts: u32,
@@ -137,29 +137,41 @@ impl Settlement {
         self.trace_attributes(&usage, summary.as_ref(), error);
         let target = self.target.name();
         if let Some((mut record, auditor)) = self.audit.take() {
-            record.target = Some(target.clone());
-            record.attempts = self.attempts;
-            record.failed_attempts = std::mem::take(&mut self.failed_attempts);
-            record.status = 200;
-            record.latency_ms = Some(elapsed.as_millis() as u64);
-            record.ttfb_ms = Some(self.first_byte.as_millis() as u64);
-            record.input_tokens = Some(input);
-            record.output_tokens = Some(output);
-            record.usage_estimated = estimated;
-            record.cost_usd = Some(cost_usd);
-            record.outcome = Some(outcome.into());
-            record.error = error.map(str::to_owned);
-            if let Some(summary) = &summary {
-                record.tools = summary.tools.clone();
+            record.set(Field::Target(&target));
+            record.set(Field::Attempts(self.attempts));
+            if !self.failed_attempts.is_empty() {
+                record.set(Field::FailedAttempts(&self.failed_attempts));
+            }
+            record.set(Field::Status(200));
+            record.set(Field::LatencyMs(elapsed.as_millis() as u64));
+            record.set(Field::TtfbMs(self.first_byte.as_millis() as u64));
+            record.set(Field::InputTokens(input));
+            record.set(Field::OutputTokens(output));
+            if estimated {
+                record.set(Field::UsageEstimated(true));
+            }
+            record.set(Field::CostUsd(cost_usd));
+            record.set(Field::Outcome(outcome));
+            if let Some(error) = error {
+                record.set(Field::Error(error));
+            }
+            if let Some(summary) = summary.as_ref().filter(|summary| !summary.tools.is_empty()) {
+                let tools: Vec<&str> = summary.tools.iter().map(String::as_str).collect();
+                record.set(Field::Tools(&tools));
             }
             if wants_text {
-                record.prompt = self.captured_prompt();
-                record.response = summary.map(|summary| match self.capture {
-                    ContentCapture::Redacted => privacy::redacted(&summary.text, &self.detector),
-                    _ => summary.text,
-                });
+                if let Some(prompt) = self.captured_prompt() {
+                    record.set(Field::Prompt(&prompt));
+                }
+                if let Some(summary) = summary {
+                    let response = match self.capture {
+                        ContentCapture::Redacted => privacy::redacted(&summary.text, &self.detector),
+                        _ => summary.text,
+                    };
+                    record.set(Field::Response(&response));
+                }
             }
-            auditor.record(&record);
+            auditor.record(record);
         }
         self.usage_writer.record(UsageRow {
             at: jiff::Timestamp::now().as_second(),

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::Router;
 use super::policy::{self, Policy};
-use crate::audit::Auditor;
+use crate::audit::{Auditor, Field};
 use crate::config::{self, DataFile, Problem};
 use crate::providers::Registry;
 
@@ -135,11 +135,11 @@ impl PolicyStore {
         router.swap(compiled);
         tracing::info!(version, by = %change.by, digest = %change.digest, "policy change applied");
         if let Some(mut record) = self.audit.begin("admin", "policies", "", None) {
-            record.admin = change.by == "master key";
-            record.action = Some(if change.by == "file edit" { "policy.reload" } else { "policy.put" }.to_owned());
-            record.subject = Some(format!("version {version}, digest {}", change.digest));
-            record.status = 200;
-            self.audit.record(&record);
+            record.set(Field::Admin(change.by == "master key"));
+            record.set(Field::Action(if change.by == "file edit" { "policy.reload" } else { "policy.put" }));
+            record.set(Field::Subject(&format!("version {version}, digest {}", change.digest)));
+            record.set(Field::Status(200));
+            self.audit.record(record);
         }
         if let Some(dir) = &self.dir
             && let Err(error) = append_history(&dir.join(HISTORY_FILE), &change)
