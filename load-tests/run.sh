@@ -45,7 +45,7 @@ if [[ $QUICK == 1 ]]; then
   AUDIT_PAIRS=2; AUDIT_SECONDS=2
 else
   LATENCY_REQUESTS=2000; SECONDS_PER_RUN=20; PROFILE=release; BIN="$ROOT/target/release"
-  AUDIT_PAIRS=${AUDIT_PAIRS:-30}; AUDIT_SECONDS=2
+  AUDIT_PAIRS=${AUDIT_PAIRS:-30}; AUDIT_SECONDS=2; COUNTED_REQUESTS=5000
   # 10,000 streams need ~20,000 sockets in the gateway alone (client + upstream side);
   # the open-file hard limit caps what a run here can hold: stay below it.
   HARD_LIMIT=$(ulimit -Hn)
@@ -68,6 +68,7 @@ cleanup() {
 trap cleanup EXIT
 
 log() { echo "==> $*" >&2; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Starts a command in its own process group (so helpers and workers stop with it);
 # its pid, which is also the group id, is left in STARTED.
@@ -137,7 +138,9 @@ AUTH[litellm]="authorization: Bearer $MASTER_KEY"; EXTRA[litellm]=""
 URL[portkey]="http://127.0.0.1:$PORTKEY_PORT"; MODEL[portkey]=mock; SLOW_MODEL[portkey]=mock
 AUTH[portkey]="authorization: Bearer sk-unused"; EXTRA[portkey]="x-portkey-provider: openai"
 
-# start_target <name>: starts it pinned to the gateway CPU, waits until it answers.
+# start_target <name>: starts it pinned to the gateway CPU, waits until it answers. A
+# switchyard runs under the command in UNDER, if any (valgrind, for counted runs).
+UNDER=()
 start_target() {
   case $1 in
     direct) GROUP[direct]=$MOCK; return ;;
@@ -146,7 +149,7 @@ start_target() {
       if [[ $1 == audit-off ]]; then config=$AUDIT_OFF_CONFIG; port=$AUDIT_OFF_PORT; data=$BENCH_DATA_DIR-audit-off; fi
       rm -rf "$data"
       start "$1" env SWITCHYARD_MASTER_KEY=$MASTER_KEY BENCH_GATEWAY_PORT="$port" BENCH_DATA_DIR="$data" \
-        taskset -c "$GW_CPU" "$BIN/switchyard" serve --config "$config"
+        taskset -c "$GW_CPU" "${UNDER[@]}" "$BIN/switchyard" serve --config "$config"
       GROUP[$1]=$STARTED
       wait_http "${URL[$1]}/healthz"
       # Measured as a client with a virtual key: key lookup, rate limits (requests and
@@ -226,6 +229,30 @@ run_audit_cost() {
   stop_target audit-off
 }
 
+# The audit log's cost counted rather than timed: each gateway under callgrind (valgrind's
+# instruction counter with its cache simulator), the same requests, and the counts of
+# the request thread (the one tokio worker on one CPU) between a warm-up and the end.
+# Counts do not drift with the VM, so this shows a change too small for the timed
+# slices to resolve; it does not see what callgrind does not simulate (the kernel, the
+# writer's work, real memory latency), which the timed slices do.
+run_audit_counts() {
+  local variant pid
+  command -v callgrind_control >/dev/null || { log "installing valgrind"; as_root apt-get install -y -qq valgrind >/dev/null; }
+  for variant in audit-off audit-on; do
+    log "audit log cost, counted: $variant under callgrind"
+    rm -f "$RAW/callgrind-$variant".*
+    UNDER=(valgrind --tool=callgrind --cache-sim=yes --separate-threads=yes --callgrind-out-file="$RAW/callgrind-$variant.%p")
+    start_target "$variant"
+    UNDER=()
+    pid=${GROUP[$variant]}
+    loadgen "$variant" counted-warmup "$LOAD_CPU" fast false --connections 50 --requests 1000 2>/dev/null
+    callgrind_control --zero "$pid" >/dev/null
+    loadgen "$variant" counted "$LOAD_CPU" fast false --connections 50 --requests "$COUNTED_REQUESTS" 2>/dev/null
+    callgrind_control --dump "$pid" >/dev/null
+    stop_target "$variant"
+  done
+}
+
 # Waits until the audit journal has no record the database lacks (at most two minutes).
 wait_audit_written() {
   local pending
@@ -274,11 +301,15 @@ for target in "${TARGETS[@]}"; do
   kill "$sampler" 2>/dev/null || true
   echo "{\"peak_rss_kb\": $(cat "$peak_file")}" >"$RAW/$target-open-streams-rss.json"
   stop_target "$target"
-  [[ $target == switchyard ]] && run_audit_cost
+  if [[ $target == switchyard ]]; then
+    run_audit_cost
+    [[ $QUICK == 0 ]] && run_audit_counts
+  fi
 done
 
 # ---- report -------------------------------------------------------------------------------
 if [[ $AUDIT_ONLY == 1 ]]; then
+  run_audit_counts
   run_audit_cost
   python3 "$HERE/report.py" --raw "$RAW" --audit-only
   exit 0

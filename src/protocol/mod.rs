@@ -26,25 +26,25 @@ pub type JsonObject = serde_json::Map<String, serde_json::Value>;
 /// `call_…`, `req_…`).
 pub fn random_id(prefix: &str) -> String {
     const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    const LENGTH: usize = 24;
-    let mut id = String::with_capacity(prefix.len() + LENGTH);
-    id.push_str(prefix);
+    let mut random = [0u8; 24];
     // Six random bits per character, the two values past the alphabet drawn again: uniform,
     // and ~3 draws of the generator per id rather than one per character (ids are made on
     // every request).
     let (mut bits, mut left) = (0u64, 0);
     let mut made = 0;
-    while made < LENGTH {
+    while made < random.len() {
         if left == 0 {
             (bits, left) = (fastrand::u64(..), 10);
         }
-        let index = (bits & 63) as usize;
-        (bits, left) = (bits >> 6, left - 1);
-        if let Some(&character) = ALPHABET.get(index) {
-            id.push(char::from(character));
+        if let Some(&character) = ALPHABET.get((bits & 63) as usize) {
+            random[made] = character;
             made += 1;
         }
+        (bits, left) = (bits >> 6, left - 1);
     }
+    let mut id = String::with_capacity(prefix.len() + random.len());
+    id.push_str(prefix);
+    id.push_str(std::str::from_utf8(&random).unwrap_or_default());
     id
 }
 
