@@ -5,7 +5,7 @@
 #   load-tests/run.sh --quick   a few seconds per scenario, direct and switchyard only (CI):
 #                               fails if switchyard answers anything but 2xx
 #   load-tests/run.sh --audit-cost
-#                               only the audit log's cost (AUDIT_PAIRS pairs, default 30),
+#                               only the audit log's cost (AUDIT_PAIRS pairs, default 60),
 #                               printed, not written to results/latest.md: for changes to
 #                               the audit path
 #
@@ -45,7 +45,7 @@ if [[ $QUICK == 1 ]]; then
   AUDIT_PAIRS=2; AUDIT_SECONDS=2
 else
   LATENCY_REQUESTS=2000; SECONDS_PER_RUN=20; PROFILE=release; BIN="$ROOT/target/release"
-  AUDIT_PAIRS=${AUDIT_PAIRS:-30}; AUDIT_SECONDS=2; COUNTED_REQUESTS=5000
+  AUDIT_PAIRS=${AUDIT_PAIRS:-60}; AUDIT_SECONDS=2; COUNTED_REQUESTS=5000
   # 10,000 streams need ~20,000 sockets in the gateway alone (client + upstream side);
   # the open-file hard limit caps what a run here can hold: stay below it.
   HARD_LIMIT=$(ulimit -Hn)
