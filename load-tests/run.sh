@@ -110,7 +110,9 @@ elif [[ $QUICK == 0 ]]; then
   if [[ ! -d "$HERE/.portkey/node_modules/@portkey-ai/gateway" ]]; then
     log "installing Portkey gateway 1.15.2"
     mkdir -p "$HERE/.portkey"
-    (cd "$HERE/.portkey" && npm init -y >/dev/null && npm install --no-audit --no-fund @portkey-ai/gateway@1.15.2)
+    # A package.json of our own: `npm init -y` refuses the folder's name (it starts with a dot).
+    echo '{"name": "portkey-bench", "private": true}' >"$HERE/.portkey/package.json"
+    (cd "$HERE/.portkey" && npm install --no-audit --no-fund @portkey-ai/gateway@1.15.2)
   fi
   TARGETS+=(litellm portkey)
 fi
