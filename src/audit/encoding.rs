@@ -235,53 +235,25 @@ pub fn encode(record: &AuditRecord, out: &mut Vec<u8>) {
         record.request_id.as_deref(),
         record.client_ip,
     );
-    if let Some(text) = &record.key_id {
-        put(out, Field::KeyId(text));
+    put_text(out, &record.key_id, |text| Field::KeyId(text));
+    put_text(out, &record.team, |text| Field::Team(text));
+    put_text(out, &record.end_user, |text| Field::EndUser(text));
+    put_text(out, &record.requested_model, |text| Field::RequestedModel(text));
+    put_text(out, &record.rule, |text| Field::Rule(text));
+    put_text(out, &record.target, |text| Field::Target(text));
+    put_text(out, &record.error, |text| Field::Error(text));
+    put_text(out, &record.action, |text| Field::Action(text));
+    put_text(out, &record.subject, |text| Field::Subject(text));
+    put_text(out, &record.response, |text| Field::Response(text));
+    if let Some(outcome) = &record.outcome {
+        put(out, Field::Outcome(outcome));
     }
-    if let Some(text) = &record.team {
-        put(out, Field::Team(text));
-    }
-    if let Some(text) = &record.end_user {
-        put(out, Field::EndUser(text));
-    }
-    if let Some(text) = &record.requested_model {
-        put(out, Field::RequestedModel(text));
-    }
-    if let Some(text) = &record.rule {
-        put(out, Field::Rule(text));
-    }
-    if let Some(text) = &record.target {
-        put(out, Field::Target(text));
-    }
-    if let Some(text) = &record.outcome {
-        put(out, Field::Outcome(text));
-    }
-    if let Some(text) = &record.error {
-        put(out, Field::Error(text));
-    }
-    if let Some(text) = &record.action {
-        put(out, Field::Action(text));
-    }
-    if let Some(text) = &record.subject {
-        put(out, Field::Subject(text));
-    }
-    if let Some(text) = &record.response {
-        put(out, Field::Response(text));
-    }
-    if let Some(number) = record.latency_ms {
-        put(out, Field::LatencyMs(number));
-    }
-    if let Some(number) = record.ttfb_ms {
-        put(out, Field::TtfbMs(number));
-    }
-    if let Some(number) = record.input_tokens {
-        put(out, Field::InputTokens(number));
-    }
-    if let Some(number) = record.output_tokens {
-        put(out, Field::OutputTokens(number));
-    }
-    if let Some(number) = record.cost_usd {
-        put(out, Field::CostUsd(number));
+    put_number(out, record.latency_ms, Field::LatencyMs);
+    put_number(out, record.ttfb_ms, Field::TtfbMs);
+    put_number(out, record.input_tokens, Field::InputTokens);
+    put_number(out, record.output_tokens, Field::OutputTokens);
+    if let Some(cost) = record.cost_usd {
+        put(out, Field::CostUsd(cost));
     }
     put(out, Field::Admin(record.admin));
     put(out, Field::Attempts(record.attempts));
@@ -296,6 +268,20 @@ pub fn encode(record: &AuditRecord, out: &mut Vec<u8>) {
         put(out, Field::Prompt(prompt));
     }
     end(out);
+}
+
+#[cfg(test)]
+fn put_text(out: &mut Vec<u8>, text: &Option<String>, field: fn(&str) -> Field<'_>) {
+    if let Some(text) = text {
+        put(out, field(text));
+    }
+}
+
+#[cfg(test)]
+fn put_number(out: &mut Vec<u8>, number: Option<u64>, field: fn(u64) -> Field<'static>) {
+    if let Some(number) = number {
+        put(out, field(number));
+    }
 }
 
 /// The record `bytes` (one whole journal entry) encodes.
