@@ -69,7 +69,8 @@ pub enum Field<'a> {
     Response(&'a str),
 }
 
-/// The byte before each field's value. Numbers are the format: never reuse one.
+/// The byte before each field's value. Numbers are the format: never reuse one. A request
+/// writes no `Id`: the writer gives each record its id from its place in the chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 enum Tag {
@@ -142,10 +143,9 @@ impl Tag {
     ];
 }
 
-/// Writes the fields an entry begins with: the version, then who and what arrived when.
+/// Writes the fields an entry begins with: the version, then what arrived when.
 pub fn begin(
     out: &mut Vec<u8>,
-    id: &str,
     at_ms: i64,
     kind: &str,
     endpoint: &str,
@@ -154,7 +154,6 @@ pub fn begin(
 ) {
     out.push(VERSION);
     let mut out = Encoder(out);
-    out.tagged_str(Tag::Id, id);
     out.tag(Tag::AtMs);
     out.0.extend_from_slice(&at_ms.to_le_bytes());
     out.tagged_str(Tag::Kind, kind);
@@ -226,15 +225,11 @@ pub fn end(out: &mut Vec<u8>) {
 /// A whole record's journal form, as a request would have written it.
 #[cfg(test)]
 pub fn encode(record: &AuditRecord, out: &mut Vec<u8>) {
-    begin(
-        out,
-        &record.id,
-        record.at_ms,
-        &record.kind,
-        &record.endpoint,
-        record.request_id.as_deref(),
-        record.client_ip,
-    );
+    begin(out, record.at_ms, &record.kind, &record.endpoint, record.request_id.as_deref(), record.client_ip);
+    // Requests leave the id to the writer; records read back from the store have one.
+    if !record.id.is_empty() {
+        Encoder(out).tagged_str(Tag::Id, &record.id);
+    }
     put_text(out, &record.key_id, |text| Field::KeyId(text));
     put_text(out, &record.team, |text| Field::Team(text));
     put_text(out, &record.end_user, |text| Field::EndUser(text));

@@ -31,6 +31,8 @@ pub struct FailedAttempt {
 /// (unless content capture is `full` for the key or team).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
+    /// `aud_<chain>_<seq>`: given when the record is written to the database, from its
+    /// place in its chain.
     pub id: String,
     /// Unix milliseconds.
     pub at_ms: i64,
