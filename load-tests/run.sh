@@ -239,7 +239,11 @@ run_audit_cost() {
 # writer's work, real memory latency), which the timed slices do.
 run_audit_counts() {
   local variant pid
-  command -v callgrind_control >/dev/null || { log "installing valgrind"; as_root apt-get install -y -qq valgrind >/dev/null; }
+  if ! command -v callgrind_control >/dev/null; then
+    log "installing valgrind"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
+  fi
   for variant in audit-off audit-on; do
     log "audit log cost, counted: $variant under callgrind"
     rm -f "$RAW/callgrind-$variant".*

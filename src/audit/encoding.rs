@@ -20,7 +20,7 @@ use std::net::IpAddr;
 use super::{AuditRecord, FailedAttempt};
 
 /// The format's version; change it with any change to the tags or encodings.
-pub const VERSION: u8 = 2;
+const VERSION: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -39,8 +39,8 @@ pub enum DecodeError {
 }
 
 /// What a request tells its audit record, one field at a time: each is a field of
-/// [`AuditRecord`] (`id`, `at_ms`, `kind`, `endpoint` and `client_ip` are set when the
-/// entry begins).
+/// [`AuditRecord`] (`at_ms`, `kind`, `endpoint`, `request_id` and `client_ip` are set
+/// when the entry begins; the writer gives the `id`).
 #[derive(Debug, Clone, Copy)]
 pub enum Field<'a> {
     Admin(bool),
@@ -70,7 +70,8 @@ pub enum Field<'a> {
 }
 
 /// The byte before each field's value. Numbers are the format: never reuse one. A request
-/// writes no `Id`: the writer gives each record its id from its place in the chain.
+/// writes no `Id` (the writer gives each record its id from its place in the chain);
+/// the tag lets a whole record, id included, round-trip through the format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 enum Tag {

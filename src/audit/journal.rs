@@ -10,10 +10,10 @@
 //! survives the process being killed (not a power cut: `fsync` is left to the OS).
 //!
 //! An entry is a 4-byte little-endian length, then the record in its journal form
-//! ([`super::encoding`], as a request wrote it in its [`super::AuditEntry`]). The length is written after the record, so an entry whose
-//! length is there is whole; the unused tail of a segment is zeros, so a zero length
-//! marks the end. A full segment is closed and the next generation starts; consumed ones
-//! are deleted.
+//! ([`super::encoding`], as a request wrote it in its [`super::AuditEntry`]). The length
+//! is written after the record, so an entry whose length is there is whole; the unused
+//! tail of a segment is zeros, so a zero length marks the end. A full segment is closed
+//! and the next generation starts; consumed ones are deleted.
 //!
 //! The first write to each page of a fresh segment faults it into the mapping: on the
 //! request path, about a microsecond and a half for every ~24 records. The writer

@@ -198,9 +198,7 @@ fn chain<'a>(
             }
         };
         next.seq += 1;
-        if record.id.is_empty() {
-            record.id = record_id(&next.chain, next.seq);
-        }
+        record.id = record_id(&next.chain, next.seq);
         // Serializing a record (strings, numbers, lists of strings, JSON) cannot fail.
         let json = serde_json::to_string(&record).unwrap_or_default();
         let hash = chain_hash(&next.hash, &json);
